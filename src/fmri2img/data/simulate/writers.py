@@ -1,0 +1,121 @@
+"""File writers in the exact on-disk formats of NSD (see shared/docs/NSD_FORMAT.md).
+
+Every file is written beside its final path and renamed into place, so a reader never
+sees half a file. Temporary names keep the final name as suffix, because nibabel picks
+compression from the extension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import scipy.io
+
+from fmri2img.data.simulate.render import png_bytes
+
+STIMULI_COMPRESSION_LEVEL = 4
+_LABEL_COLOURS = (
+    (0, 0, 0), (230, 40, 40), (240, 160, 0), (200, 200, 0), (120, 220, 0),
+    (0, 150, 255), (160, 0, 255), (255, 0, 200), (120, 120, 120),
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write (X,Y,Z[,T]) data with its own dtype and no intensity scaling."""
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_data_dtype(data.dtype)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["scl_slope"] = np.nan  # stored values are the values: no scaling
+    img.header["scl_inter"] = np.nan
+    with atomic_file(path) as tmp:
+        nib.save(img, tmp)
+
+
+def write_betas_hdf5(path: Path, volume: np.ndarray) -> None:
+    """``/betas`` int16 (T, Z, Y, X), one chunk per voxel time series as MATLAB wrote them."""
+    t = volume.shape[0]
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("betas", data=volume, chunks=(t, 1, 1, 1))
+
+
+def write_betas_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+    """(X, Y, Z, T) int16; the transpose of a C-order (T,Z,Y,X) array needs no copy."""
+    write_nifti(path, volume.transpose(3, 2, 1, 0), affine)
+
+
+def write_ctab(path: Path, labels: dict[int, str]) -> None:
+    lines = ["0 Unknown 0 0 0 0"]
+    for k, name in sorted(labels.items()):
+        r, g, b = _LABEL_COLOURS[k % len(_LABEL_COLOURS)]
+        lines.append(f"{k} {name} {r} {g} {b} 0")
+    with atomic_file(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def write_mat(path: Path, variables: dict[str, np.ndarray]) -> None:
+    with atomic_file(path) as tmp:
+        scipy.io.savemat(tmp, variables, format="5", do_compression=True)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(png_bytes(image))
+
+
+def write_table(path: Path, table: pd.DataFrame, sep: str = ",", index: bool = False) -> None:
+    with atomic_file(path) as tmp:
+        table.to_csv(tmp, sep=sep, index=index, na_rep="")
+
+
+class StimulusBrick:
+    """``imgBrick`` (n, S, S, 3) uint8, one gzip chunk per image: unwritten rows cost no
+    disk and read back as zeros."""
+
+    def __init__(self, path: Path, n: int, size: int) -> None:
+        self._ctx = atomic_file(path)
+        tmp = self._ctx.__enter__()
+        self._file = h5py.File(tmp, "w")
+        self.dataset = self._file.create_dataset(
+            "imgBrick", shape=(n, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3),
+            compression="gzip", compression_opts=STIMULI_COMPRESSION_LEVEL, fillvalue=0,
+        )
+
+    def write(self, ids: np.ndarray, images: np.ndarray) -> None:
+        order = np.argsort(ids)
+        ids = np.asarray(ids)[order]
+        images = images[order]
+        # Runs of consecutive ids go in one call; the rest one by one.
+        start = 0
+        while start < ids.size:
+            stop = start + 1
+            while stop < ids.size and ids[stop] == ids[stop - 1] + 1:
+                stop += 1
+            self.dataset[int(ids[start]) : int(ids[stop - 1]) + 1] = images[start:stop]
+            start = stop
+
+    def close(self, ok: bool = True) -> None:
+        self._file.close()
+        if ok:
+            self._ctx.__exit__(None, None, None)
+        else:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)

@@ -92,7 +92,7 @@ class CacheWriter:
         mm = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=self.shape)
         self._offset = mm.offset
         del mm
-        self._fh = open(path, "r+b")  # noqa: SIM115 - closed in finish()
+        self._fh = open(path, "r+b")
         self._row_bytes = n_voxels * self.dtype.itemsize
         self._written = np.zeros(n_rows, dtype=bool)
 

@@ -37,11 +37,11 @@ from fmri2img.data.nsd_layout import (
     run_lengths,
     subject_name,
 )
-from fmri2img.progress import progress
 from fmri2img.data.rois import RoiSelection, load_selection
 from fmri2img.data.splits import assign_validation
 from fmri2img.data.volumes import read_masked, volume_format
 from fmri2img.errors import DataError
+from fmri2img.progress import progress
 
 log = logging.getLogger(__name__)
 DATASET = "nsd"

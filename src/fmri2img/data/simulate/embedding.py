@@ -20,6 +20,8 @@ from fmri2img.data.simulate.config import SimulationConfig
 from fmri2img.data.simulate.seeding import stream
 from fmri2img.data.simulate.stimuli import LOW_FEATURES, StimulusBank
 
+_ROWS_PER_BLOCK = 4096  # bounds the float64 work arrays
+
 
 @dataclass
 class EmbeddingModel:
@@ -42,11 +44,15 @@ class EmbeddingModel:
         return lin, hid @ self.hidden_out.T, zl @ self.low.T
 
     def embed(self, z_sem: np.ndarray, z_low: np.ndarray) -> np.ndarray:
-        lin, nl, lo = self._terms(z_sem, z_low)
-        e = (lin / self.norms[0] + self.nonlinear_weight * nl / self.norms[1]
-             + self.low_weight * lo / self.norms[2])
-        e /= np.linalg.norm(e, axis=1, keepdims=True)
-        return e.astype(np.float32)
+        """L2-normalised embeddings (n, D) float32 of the given latents."""
+        out = np.empty((z_sem.shape[0], self.linear.shape[0]), dtype=np.float32)
+        for a in range(0, z_sem.shape[0], _ROWS_PER_BLOCK):
+            lin, nl, lo = self._terms(z_sem[a : a + _ROWS_PER_BLOCK],
+                                      z_low[a : a + _ROWS_PER_BLOCK])
+            e = (lin / self.norms[0] + self.nonlinear_weight * nl / self.norms[1]
+                 + self.low_weight * lo / self.norms[2])
+            out[a : a + _ROWS_PER_BLOCK] = e / np.linalg.norm(e, axis=1, keepdims=True)
+        return out
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **{k: np.asarray(v) for k, v in asdict(self).items()})
@@ -71,6 +77,10 @@ def make_embedding_model(cfg: SimulationConfig, bank: StimulusBank) -> Embedding
         nonlinear_weight=cfg.embed_nonlinear_weight,
         low_weight=cfg.embed_low_weight,
     )
-    terms = model._terms(universe, bank.z_low[: bank.n_universe])
-    model.norms = np.array([np.sqrt((t**2).sum(axis=1).mean()) for t in terms])
+    sums = np.zeros(3)
+    for a in range(0, bank.n_universe, _ROWS_PER_BLOCK):
+        b = min(bank.n_universe, a + _ROWS_PER_BLOCK)
+        terms = model._terms(universe[a:b], bank.z_low[a:b])
+        sums += [(t**2).sum() for t in terms]
+    model.norms = np.sqrt(sums / bank.n_universe)
     return model

@@ -328,17 +328,14 @@ def _write_session(cfg: SimulationConfig, paths: NSDPaths, anat: Anatomy, brain:
                    noise_factor: np.ndarray, n_trials: int, targets: list[Path]) -> Any:
     drift = session_drift(cfg, anat.subject, session, brain, model.n_voxels)
     rng = stream(cfg.seed, "trial-noise", anat.subject, str(session))
-    nx, ny, nz = anat.shape
-    # The only full-size array: one session of one subject, in the HDF5 axis order.
-    volume = np.zeros((n_trials, nz, ny, nx), dtype=np.int16)
-    synthesize(cfg, brain, drift, signal, n_trials, noise_factor, rng,
-               volume.reshape(n_trials, -1))
+    # One session of one subject: brain voxels x trials, int16.
+    betas = synthesize(cfg, brain, drift, signal, n_trials, noise_factor, rng)
     for fmt, path in zip(cfg.formats, targets, strict=True):
         if fmt == "hdf5":
-            write_betas_hdf5(path, volume)
+            write_betas_hdf5(path, betas, brain.flat_zyx, anat.shape)
         else:
-            write_betas_nifti(path, volume, anat.affine)
-    del volume
+            write_betas_nifti(path, betas, brain.flat_zyx, anat.shape, anat.affine)
+    del betas
     return drift
 
 

@@ -239,14 +239,14 @@ def synthesize(
     n_trials: int,
     noise_factor: np.ndarray,
     rng: np.random.Generator,
-    out: np.ndarray,
-) -> None:
-    """Fill ``out`` ((n_trials, Z*Y*X) int16, zeros outside the brain) with stored betas.
+) -> np.ndarray:
+    """Stored betas of one session: int16 (brain voxels, trials), PSC x 300.
 
     ``signal(t0, t1)`` gives the noise-free nsdgeneral response of trials t0..t1 (PSC);
-    ``noise_factor`` (n_trials,) scales the nsdgeneral voxels' noise per trial.
-    Works in chunks of trials so only one session is ever held, as int16.
+    ``noise_factor`` (n_trials,) scales the nsdgeneral voxels' noise per trial. Only brain
+    voxels are held (voxel-major, as the HDF5 chunks want them), in chunks of trials.
     """
+    out = np.empty((brain.n, n_trials), dtype=np.int16)
     step = max(1, _TRIALS_PER_CHUNK_VOXELS // max(brain.n, 1))
     vis = brain.visual_pos
     for t0 in range(0, n_trials, step):
@@ -262,4 +262,5 @@ def synthesize(
         vals *= BETA_SCALE
         np.rint(vals, out=vals)
         np.clip(vals, -INT16_MAX, INT16_MAX, out=vals)
-        out[t0:t1, brain.flat_zyx] = vals.astype(np.int16)
+        out[:, t0:t1] = vals.T
+    return out

@@ -8,6 +8,7 @@ compression from the extension.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import scipy.io
 from fmri2img.data.simulate.render import png_bytes
 
 STIMULI_COMPRESSION_LEVEL = 4
+NIFTI_COMPRESSION_LEVEL = 1  # nibabel's default: these files are big
 _LABEL_COLOURS = (
     (0, 0, 0), (230, 40, 40), (240, 160, 0), (200, 200, 0), (120, 220, 0),
     (0, 150, 255), (160, 0, 255), (255, 0, 200), (120, 120, 120),
@@ -51,16 +53,50 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(img, tmp)
 
 
-def write_betas_hdf5(path: Path, volume: np.ndarray) -> None:
-    """``/betas`` int16 (T, Z, Y, X), one chunk per voxel time series as MATLAB wrote them."""
-    t = volume.shape[0]
+def write_betas_hdf5(path: Path, betas: np.ndarray, flat_zyx: np.ndarray,
+                     shape_xyz: tuple[int, int, int]) -> None:
+    """``/betas`` int16 (T, Z, Y, X) with one chunk per voxel time series, as MATLAB wrote
+    them. ``betas`` is (brain voxels, T); chunks outside the brain are left unallocated,
+    so they read back as the fill value 0 and cost no disk."""
+    nx, ny, nz = shape_xyz
+    t = betas.shape[1]
+    z, rem = np.divmod(flat_zyx, ny * nx)
+    y, x = np.divmod(rem, nx)
     with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("betas", data=volume, chunks=(t, 1, 1, 1))
+        dset = f.create_dataset("betas", shape=(t, nz, ny, nx), dtype=np.int16,
+                                chunks=(t, 1, 1, 1), fillvalue=0, track_times=False)
+        write_chunk = dset.id.write_direct_chunk
+        rows = np.ascontiguousarray(betas)
+        for i, (zi, yi, xi) in enumerate(zip(z.tolist(), y.tolist(), x.tolist(), strict=True)):
+            write_chunk((0, zi, yi, xi), rows[i])
 
 
-def write_betas_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
-    """(X, Y, Z, T) int16; the transpose of a C-order (T,Z,Y,X) array needs no copy."""
-    write_nifti(path, volume.transpose(3, 2, 1, 0), affine)
+_NIFTI_TIME_BLOCK = 32  # volumes assembled at once when streaming a 4-D NIfTI
+
+
+def write_betas_nifti(path: Path, betas: np.ndarray, flat_zyx: np.ndarray,
+                      shape_xyz: tuple[int, int, int], affine: np.ndarray) -> None:
+    """(X, Y, Z, T) int16 .nii.gz, streamed volume by volume (NIfTI's F order over
+    (X,Y,Z,T) is C order over (T,Z,Y,X)), so the full 4-D array is never built."""
+    nx, ny, nz = shape_xyz
+    t = betas.shape[1]
+    header = nib.Nifti1Image(np.zeros((1, 1, 1, 1), np.int16), affine).header.copy()
+    header.set_data_shape((nx, ny, nz, t))
+    header.set_data_dtype(np.int16)
+    header.set_xyzt_units("mm", "sec")
+    header["scl_slope"] = np.nan  # stored values are the values: no scaling
+    header["scl_inter"] = np.nan
+    offset = int(header["vox_offset"])
+    with atomic_file(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(
+        fileobj=raw, mode="wb", compresslevel=NIFTI_COMPRESSION_LEVEL, mtime=0
+    ) as f:
+        header.write_to(f)
+        f.write(b"\0" * (offset - f.tell()))
+        slab = np.zeros((_NIFTI_TIME_BLOCK, nz * ny * nx), dtype=np.int16)
+        for t0 in range(0, t, _NIFTI_TIME_BLOCK):
+            t1 = min(t, t0 + _NIFTI_TIME_BLOCK)
+            slab[: t1 - t0, flat_zyx] = betas[:, t0:t1].T
+            f.write(slab[: t1 - t0].tobytes())
 
 
 def write_ctab(path: Path, labels: dict[int, str]) -> None:

@@ -26,7 +26,7 @@ def _build(tiny: TinyNSD, tmp_path: Path, **kw):
 
 
 def test_real_metadata_counts_and_vision_targets(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
-    df, meta = _build(tiny_nsd, tmp_path, events=EVENTS)
+    df, _meta = _build(tiny_nsd, tmp_path, events=EVENTS)
     counts = df["domain"].value_counts().to_dict()
     assert counts == {"perception": 144, "imagery": 288, "attention": 288}
     assert (df.loc[df.domain == "attention", "split"] == "excluded").all()
@@ -68,7 +68,7 @@ def test_frame_rule_without_official_files(tiny_nsd: TinyNSD, tmp_path: Path) ->
 
 
 def test_per_run_zscore(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
-    df, meta = _build(tiny_nsd, tmp_path)
+    _df, meta = _build(tiny_nsd, tmp_path)
     betas = np.asarray(BetaCache(meta["cache"]).betas)
     for block in IMAGERY_BLOCKS:
         seg = betas[block.start:block.stop]

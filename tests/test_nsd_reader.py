@@ -40,7 +40,7 @@ def test_id_conversions_hand_built() -> None:
 
 
 def test_index_follows_design_and_split_rule(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
-    df, meta = build_nsd_index(_cfg(tiny_nsd, tmp_path))
+    df, _meta = build_nsd_index(_cfg(tiny_nsd, tmp_path))
     assert len(df) == 1500
     g = df["global_trial"].to_numpy()
     ten_k = tiny_nsd.masterordering[g]

@@ -102,9 +102,6 @@ def cmd_summary(args: argparse.Namespace) -> None:
         _, meta = read_index(p)
         (imagery if meta["dataset"] == "nsd-imagery" else perception).append(
             summarize_imagery(p) if meta["dataset"] == "nsd-imagery" else summarize_perception(p))
-    if not perception:
-        perception = [{"subject": s["subject"], "trials": 0, "split_images": {}, "voxels":
-                       s["voxels"], "voxels_per_roi": {}} for s in imagery]
     print_summary(perception, imagery)
 
 

@@ -23,7 +23,8 @@ def assign_validation(
     overlap = np.intersect1d(np.unique(stimulus[~is_test]), test_stim)
     rng = np.random.default_rng(seed)
     n_val = int(round(val_fraction * train_pool.size))
-    val_stim = np.sort(rng.choice(train_pool, size=n_val, replace=False)) if n_val else train_pool[:0]
+    val_stim = (np.sort(rng.choice(train_pool, size=n_val, replace=False)) if n_val
+                else train_pool[:0])
     split = np.where(is_test, "test", np.where(np.isin(stimulus, val_stim), "val", "train"))
     split = split.astype(object)
     manifest: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,34 +50,55 @@ def summarize_imagery(index_path: Path) -> dict[str, Any]:
     }
 
 
-def summary_table(perception: list[dict], imagery: list[dict]) -> Table:
-    img_by_subject = {s["subject"]: s for s in imagery}
-    table = Table(title="fmri2img dataset summary", show_lines=False)
-    for col in ("subject", "trials", "images (train/val/test)", "voxels", "voxels per ROI",
-                "imagery: vision / imagery / attention", "imagery trials by set (s/c/k)"):
-        table.add_column(col, overflow="fold")
-    for p in perception:
-        im = img_by_subject.get(p["subject"], {})
-        si = p["split_images"]
-        rois = ", ".join(f"{k} {v}" for k, v in p["voxels_per_roi"].items())
-        by = im.get("by_task", {})
-        sets = im.get("by_task_and_set", {})
-        by_set = " / ".join(
-            str(sets.get(f"imagery/{s}", 0)) for s in ("simple", "complex", "conceptual"))
-        table.add_row(
-            p["subject"], str(p["trials"]),
-            f"{si.get('train', 0)}/{si.get('val', 0)}/{si.get('test', 0)}",
-            str(p["voxels"]), rois,
-            f"{by.get('perception', 0)} / {by.get('imagery', 0)} / {by.get('attention', 0)}"
-            if im else "-",
-            by_set if im else "-",
-        )
-    return table
+def summary_tables(perception: list[dict], imagery: list[dict]) -> list[Table]:
+    tables = []
+    if perception:
+        t = Table(title="Perception (trial index + beta cache)")
+        for col in ("subject", "dataset", "trials", "index rows", "images train/val/test",
+                    "voxels"):
+            t.add_column(col, justify="left" if col in ("subject", "dataset") else "right")
+        for p in perception:
+            si = p["split_images"]
+            t.add_row(p["subject"], p.get("dataset", ""), str(p["trials"]), str(p["rows"]),
+                      f"{si.get('train', 0)}/{si.get('val', 0)}/{si.get('test', 0)}",
+                      str(p["voxels"]))
+        tables.append(t)
+        rois = list(dict.fromkeys(k for p in perception for k in p["voxels_per_roi"]))
+        if rois:
+            t = Table(title="Voxels per ROI (of the cached selection)")
+            t.add_column("subject")
+            for r in rois:
+                t.add_column(r, justify="right")
+            for p in perception:
+                t.add_row(p["subject"], *(str(p["voxels_per_roi"].get(r, 0)) for r in rois))
+            tables.append(t)
+    if imagery:
+        t = Table(title="NSD-Imagery trials (vision = perception domain)")
+        cols = ("subject", "vision", "imagery", "attention (excluded)", "imagery simple",
+                "imagery complex", "imagery conceptual", "scored", "vivid")
+        for col in cols:
+            t.add_column(col, justify="left" if col == "subject" else "right")
+        for s in imagery:
+            by, sets = s["by_task"], s["by_task_and_set"]
+            t.add_row(s["subject"], str(by.get("perception", 0)), str(by.get("imagery", 0)),
+                      str(by.get("attention", 0)),
+                      *(str(sets.get(f"imagery/{k}", 0)) for k in ("simple", "complex",
+                                                                   "conceptual")),
+                      str(s["scored"]), f"{100 * s['vivid_fraction']:.0f}%")
+        tables.append(t)
+    return tables
+
+
+def make_console() -> Console:
+    """A console wide enough for the tables when output goes to a file or a pipe."""
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def print_summary(perception: list[dict], imagery: list[dict], console: Console | None = None
                   ) -> None:
-    (console or Console()).print(summary_table(perception, imagery))
+    console = console or make_console()
+    for table in summary_tables(perception, imagery):
+        console.print(table)
 
 
 def write_summary(path: Path, perception: list[dict], imagery: list[dict]) -> None:

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from pydantic import Field
 from rich.console import Console
 
-from fmri2img.atomic import write_json
+from fmri2img.atomic import write_json, write_text
 from fmri2img.config import StrictModel
 from fmri2img.data.imagery import ImageryIndexConfig, build_imagery_index
 from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.data.summary import (
+    make_console,
     print_summary,
     summarize_imagery,
     summarize_perception,
@@ -36,7 +38,7 @@ class StudyConfig(StrictModel):
     scale: Literal["small", "default", "nsd"] = "default"
     seed: int = 0
     null: bool = False
-    subjects: list[int] = [1, 2, 5, 7]
+    subjects: list[int] = Field(default_factory=lambda: [1, 2, 5, 7])
     nsd_root: Path | None = None  # real data instead of the simulator
     roi: str = "nsdgeneral"
     average: Literal["none", "test", "all"] = "none"
@@ -56,13 +58,13 @@ def ensure_simulated(cfg: StudyConfig) -> Path:
         return root
     t0 = time.perf_counter()
     simulate(root, sim_cfg)
-    marker.write_text(yaml.safe_dump(wanted, sort_keys=True))
+    write_text(marker, yaml.safe_dump(wanted, sort_keys=True))
     log.info("simulated %s-scale dataset in %.1f s", cfg.scale, time.perf_counter() - t0)
     return root
 
 
 def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
-    console = console or Console()
+    console = console or make_console()
     t0 = time.perf_counter()
     root = cfg.nsd_root if cfg.nsd_root is not None else ensure_simulated(cfg)
     idx_dir = cfg.out / "indices"

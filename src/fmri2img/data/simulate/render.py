@@ -78,46 +78,57 @@ def render_rows(bank: StimulusBank, cats: Categories, rows: np.ndarray, size: in
 
 def _render_batch(bank: StimulusBank, cats: Categories, rows: np.ndarray, size: int) -> np.ndarray:
     n = rows.shape[0]
-    p = bank.params[rows].astype(np.float64)
+    p = bank.params[rows].astype(np.float32)
     if np.isnan(p).any():
         raise ValueError("cannot render a stimulus without low-level parameters (a word)")
-    px, py, obj, theta, hue, sat, val, bg, lsf = p.T
+    px, py, obj, theta, hue, sat, val, bg, lsf = (c[:, None, None] for c in p.T)
     cat = bank.category[rows].astype(int)
     stripes = bank.attributes[rows, 0]
-    g = (np.arange(size) + 0.5) / size - 0.5
+    g = ((np.arange(size, dtype=np.float32) + 0.5) / size - 0.5).astype(np.float32)
     gx = g[None, None, :]
     gy = g[None, :, None]
-    dx = gx - px[:, None, None]
-    dy = gy - py[:, None, None]
-    ct, st = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-    r = obj[:, None, None]
+    dx = gx - px
+    dy = gy - py
+    ct, st = np.cos(theta), np.sin(theta)
     # Image rows grow downwards, so this rotation turns theta counter-clockwise on screen.
-    u = (dx * ct - dy * st) / r
-    v = (dx * st + dy * ct) / r
+    u = (dx * ct - dy * st) / obj
+    v = (dx * st + dy * ct) / obj
+    del dx, dy
 
-    f = np.empty((n, size, size))
+    f = np.empty((n, size, size), dtype=np.float32)
     codes = cats.shape[cat]
     for code in np.unique(codes):
         sel = codes == code
-        f[sel] = _shape_field(int(code), u[sel], v[sel], cats.aspect[cat[sel]],
-                              cats.lobes[cat[sel]])
+        f[sel] = _shape_field(int(code), u[sel], v[sel], cats.aspect[cat[sel]].astype(np.float32),
+                              cats.lobes[cat[sel]].astype(np.float32))
     # About one pixel of anti-aliasing at the edge.
-    mask = np.clip(0.5 + (1.0 - f) * (size * r), 0.0, 1.0)
+    mask = np.clip(0.5 + (1.0 - f) * (size * obj), 0.0, 1.0)
+    del f
 
-    cycles = (2.0 ** lsf)[:, None, None]
-    stripe = np.clip(0.5 + 2.0 * np.sin(np.pi * cycles * u), 0.0, 1.0)
-    plain = 1.0 - 0.2 * np.clip(v, -1, 1) + 0.08 * np.sin(np.pi * cycles * (u + v))
-    shading = np.where(stripes[:, None, None], 0.12 + 0.88 * stripe, plain)
+    cycles = np.float32(np.pi) * 2.0 ** lsf
+    shading = np.empty_like(mask)
+    if stripes.any():
+        shading[stripes] = 0.12 + 0.88 * np.clip(
+            0.5 + 2.0 * np.sin(cycles[stripes] * u[stripes]), 0.0, 1.0)
+    plain = ~stripes
+    if plain.any():
+        shading[plain] = (1.0 - 0.2 * np.clip(v[plain], -1, 1)
+                          + 0.08 * np.sin(cycles[plain] * (u[plain] + v[plain])))
+    del u, v
 
-    obj_rgb = hsv_to_rgb(hue, sat, val)
-    bg_rgb = hsv_to_rgb((hue + 0.5) % 1.0, 0.15 * sat, bg)
-    ang = (hue * 2 * np.pi)[:, None, None]
-    gradient = 1.0 + 0.15 * (gx * np.cos(ang) + gy * np.sin(ang))
-    img = (
-        bg_rgb[:, None, None, :] * (gradient * (1 - mask))[..., None]
-        + obj_rgb[:, None, None, :] * (shading * mask)[..., None]
-    )
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    obj_rgb = hsv_to_rgb(hue.ravel(), sat.ravel(), val.ravel()).astype(np.float32)
+    bg_rgb = hsv_to_rgb((hue.ravel() + 0.5) % 1.0, 0.15 * sat.ravel(), bg.ravel()).astype(
+        np.float32)
+    ang = hue * np.float32(2 * np.pi)
+    background = (1.0 + 0.15 * (gx * np.cos(ang) + gy * np.sin(ang))) * (1 - mask)
+    shading *= mask
+    img = np.empty((n, size, size, 3), dtype=np.uint8)
+    for c in range(3):
+        chan = background * bg_rgb[:, c, None, None] + shading * obj_rgb[:, c, None, None]
+        chan *= 255.0
+        np.clip(chan, 0, 255, out=chan)
+        img[..., c] = np.rint(chan)
+    return img
 
 
 def blank_image(size: int, grey: float = 0.5) -> np.ndarray:

@@ -277,7 +277,9 @@ def build_bank(cfg: SimulationConfig, cats: Categories, roles: ImageryRoles) -> 
         e_params.append(simple_target_params(cfg, angle, SIMPLE_SIZE))
         e_sem.append(protos[cats.index(shape)])
     rng_t = stream(cfg.seed, "artwork")
-    painting = cats.index("painting") if "painting" in cats.names else int(rng_t.choice(cats.universe))
+    # T is an artwork: a painting if the category list has one.
+    painting = (cats.index("painting") if "painting" in cats.names
+                else int(rng_t.choice(cats.universe)))
     names.append(ARTWORK_CODE)
     e_cat.append(painting)
     e_attr.append((False, False))
@@ -396,7 +398,8 @@ def caption(
         return f"a {colour} {name} at {deg:.0f} degrees"
     span = cats.aspect[cat] < 0.8 or SHAPES[int(cats.shape[cat])] in ("rectangle", "triangle")
     lo, hi = size_range
-    size_word = "small" if size < lo + (hi - lo) / 3 else "large" if size > hi - (hi - lo) / 3 else ""
+    third = (hi - lo) / 3
+    size_word = "small" if size < lo + third else "large" if size > hi - third else ""
     stripes = " striped" if bank.attributes[row, 0] else ""
     words = " ".join(w for w in ("a", size_word, colour + stripes, name) if w)
     parts = [words]

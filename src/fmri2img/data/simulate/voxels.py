@@ -8,8 +8,8 @@ with ``l_v`` the voxel's low-level share (high in early cortex, low in ventral/l
 weights scaled to unit variance over the stimulus universe, so ``gain_v`` is the sd of the
 stimulus-driven response. Imagery reuses the same weights on a degraded latent::
 
-    evoked_v + offset_v + vivid_t * part_v * gain_v * ( sqrt(l_v) * g_low * w_low_v . z_low
-                                                      + sqrt(1 - l_v) * g_sem * w_sem_v . P (z_sem - c) )
+    evoked_v + offset_v + vivid_t * part_v * gain_v * (
+        sqrt(l_v) * g_low * w_low_v . z_low + sqrt(1 - l_v) * g_sem * w_sem_v . P (z_sem - c) )
 
 where ``P`` projects on a low-rank (category-level) subspace, ``g_low << g_sem <= 1`` are
 the subject's imagery gains, ``part_v`` says whether the voxel takes part in imagery and

@@ -24,6 +24,7 @@ from fmri2img.data.simulate.render import png_bytes
 
 STIMULI_COMPRESSION_LEVEL = 4
 NIFTI_COMPRESSION_LEVEL = 1  # nibabel's default: these files are big
+NIFTI_DATA_OFFSET = 352  # single-file NIfTI-1: 348-byte header + 4-byte extension flag
 _LABEL_COLOURS = (
     (0, 0, 0), (230, 40, 40), (240, 160, 0), (200, 200, 0), (120, 220, 0),
     (0, 150, 255), (160, 0, 255), (255, 0, 200), (120, 120, 120),
@@ -42,13 +43,24 @@ def atomic_file(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray
+                 ) -> nib.Nifti1Header:
+    """Single-file header: given dtype, no intensity scaling, scanner q/s-forms."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm", "sec")
+    header["scl_slope"] = np.nan  # stored values are the values: no scaling
+    header["scl_inter"] = np.nan
+    header.set_data_offset(NIFTI_DATA_OFFSET)
+    return header
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     """Write (X,Y,Z[,T]) data with its own dtype and no intensity scaling."""
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_data_dtype(data.dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["scl_slope"] = np.nan  # stored values are the values: no scaling
-    img.header["scl_inter"] = np.nan
+    img = nib.Nifti1Image(data, affine, nifti_header(data.shape, data.dtype, affine))
     with atomic_file(path) as tmp:
         nib.save(img, tmp)
 
@@ -80,18 +92,12 @@ def write_betas_nifti(path: Path, betas: np.ndarray, flat_zyx: np.ndarray,
     (X,Y,Z,T) is C order over (T,Z,Y,X)), so the full 4-D array is never built."""
     nx, ny, nz = shape_xyz
     t = betas.shape[1]
-    header = nib.Nifti1Image(np.zeros((1, 1, 1, 1), np.int16), affine).header.copy()
-    header.set_data_shape((nx, ny, nz, t))
-    header.set_data_dtype(np.int16)
-    header.set_xyzt_units("mm", "sec")
-    header["scl_slope"] = np.nan  # stored values are the values: no scaling
-    header["scl_inter"] = np.nan
-    offset = int(header["vox_offset"])
+    header = nifti_header((nx, ny, nz, t), np.dtype(np.int16), affine)
     with atomic_file(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(
         fileobj=raw, mode="wb", compresslevel=NIFTI_COMPRESSION_LEVEL, mtime=0
     ) as f:
         header.write_to(f)
-        f.write(b"\0" * (offset - f.tell()))
+        f.write(b"\0" * (NIFTI_DATA_OFFSET - f.tell()))
         slab = np.zeros((_NIFTI_TIME_BLOCK, nz * ny * nx), dtype=np.int16)
         for t0 in range(0, t, _NIFTI_TIME_BLOCK):
             t1 = min(t, t0 + _NIFTI_TIME_BLOCK)

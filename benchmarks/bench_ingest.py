@@ -261,6 +261,7 @@ class Ingest:
     child_wall_s: float
     cache: str
     rows: int
+    manifest: dict[str, Any]
 
 
 def time_cat(paths: Sequence[Path]) -> float:
@@ -304,6 +305,9 @@ def run_ingest(root: Path, sessions: list[int], out_dir: Path, *, log_level: str
         log.warning("rusage mismatch: wait4 %d KiB, RUSAGE_CHILDREN %d KiB",
                     usage.ru_maxrss, after)
     res = json.loads(result.read_text())
+    manifest = json.loads((Path(res["cache"]) / "manifest.json").read_text())
+    summary = {k: manifest[k] for k in ("timings", "build_seconds") if k in manifest}
+    summary["shape"] = manifest.get("shape")
     rusage_kib, hwm_kib = usage.ru_maxrss, res["vmhwm_kib"]
     peak_kib = rusage_kib
     if parent_kib >= rusage_kib and hwm_kib < rusage_kib:
@@ -313,7 +317,7 @@ def run_ingest(root: Path, sessions: list[int], out_dir: Path, *, log_level: str
     return Ingest(seconds=res["seconds"], peak_rss_mb=peak_kib * 1024 / MB,
                   rusage_maxrss_mb=rusage_kib * 1024 / MB, vmhwm_mb=hwm_kib * 1024 / MB,
                   parent_maxrss_mb=parent_kib * 1024 / MB, child_wall_s=wall,
-                  cache=res["cache"], rows=res["rows"])
+                  cache=res["cache"], rows=res["rows"], manifest=summary)
 
 
 @dataclass
@@ -366,11 +370,11 @@ def measure(state: str, root: Path, files: list[Path], sessions: list[int], work
                  _pct(res_ingest))
     raw_s = statistics.median(raw_times)
     ingest_s = statistics.median(r.seconds for r in ingest_runs)
+    # The cache directory of the median run (each run replaces the previous one's).
+    median_run = min(range(repeat), key=lambda k: abs(ingest_runs[k].seconds - ingest_s))
+    timings = dict(ingest_runs[median_run].manifest)
     cache = Path(ingest_runs[-1].cache)
     output_mb = (cache / "betas.npy").stat().st_size / MB
-    manifest = json.loads((cache / "manifest.json").read_text())
-    timings = {k: manifest[k] for k in ("timings", "build_seconds") if k in manifest}
-    timings["shape"] = manifest.get("shape")
     shutil.rmtree(work / f"ingest_{state}")
     return StateResult(
         state=state, raw_s=raw_s, ingest_s=ingest_s, raw_mb_s=total_mb / raw_s,
@@ -397,7 +401,7 @@ def profile_ingest(root: Path, sessions: list[int], files: list[Path], work: Pat
     evict(files)
     run_ingest(root, sessions, work / "ingest_profile", log_level=log_level, profile=out)
     shutil.rmtree(work / "ingest_profile")
-    stats = pstats.Stats(str(out))
+    stats = pstats.Stats(str(out), stream=sys.stderr)
     log.info("cProfile of a cold ingest written to %s (top 20 by cumulative time below)", out)
     stats.sort_stats("cumulative").print_stats(20)
 
@@ -405,6 +409,10 @@ def profile_ingest(root: Path, sessions: list[int], files: list[Path], work: Pat
 # ----------------------------------------------------------------------------- output
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
 
 
 def _verdict(ok: bool) -> str:
@@ -439,8 +447,10 @@ def report(cold: StateResult, warm: StateResult, n_sessions: int, total_mb: floa
           f"{rd['rusage_maxrss_mb']:.0f} MB; its VmHWM {rd['child_vmhwm_mb']:.0f} MB; "
           f"benchmark parent {rd['parent_maxrss_mb']:.0f} MB")
     lt = cold.library_timings
-    print(f"  library timings (cold, manifest): {lt.get('timings')}, build_seconds "
-          f"{lt.get('build_seconds')}")
+    print(f"  library timings (cold, median run, manifest.json): {lt.get('timings')}, "
+          f"build_seconds {lt.get('build_seconds')}")
+    print(f"  runs (s): cold cat {_fmt(cold.raw_s_all)}, ingest {_fmt(cold.ingest_s_all)}; "
+          f"warm cat {_fmt(warm.raw_s_all)}, ingest {_fmt(warm.ingest_s_all)}")
     print("  targets (cold):")
     print(f"    throughput: ratio_raw {cold.ratio_raw:.2f} >= {RATIO_TARGET} : "
           f"{_verdict(cold.throughput_pass)}")
@@ -534,8 +544,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "sessions, else to simulate into (never removed)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="measurements per page-cache state; medians are reported")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="measurements per page-cache state; medians are reported "
+                        "(peak RSS: the max) (default 3)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed")
     p.add_argument("--profile", type=Path,
                    help="also run one cold ingest under cProfile, stats written here")
@@ -571,9 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cold = measure("cold", root, files, sessions, work, args.repeat, child_level)
         warm = measure("warm", root, files, sessions, work, args.repeat, child_level)
+        report(cold, warm, n_sessions, total_mb)
         if args.profile:
             profile_ingest(root, sessions, files, work, args.profile.resolve(), child_level)
-        report(cold, warm, n_sessions, total_mb)
         extra = {
             "simulate_s": sim_s,
             "data": str(root),

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-
 from conftest import SHARED_DATA, needs_shared
+
 from fmri2img.cli import main
 from fmri2img.data.index import read_index
 from fmri2img.data.nsd_layout import NSDPaths

@@ -3,18 +3,21 @@
 
 What it does:
 
-1. Simulates an nsd-scale subj01 root with K sessions (``betas_sessionNN.hdf5``, ~1.1 GB
-   each, int16, one chunk per voxel time series as in the real release), or reuses a
-   finished simulation given with ``--data``.
+1. Simulates an nsd-scale subj01 root with K sessions (``betas_sessionNN.hdf5``: int16
+   (750, 83, 104, 81), one chunk per voxel time series as in the real release), in a
+   child process, or reuses a finished simulation given with ``--data``.
 2. Raw read throughput: ``cat <the K session files> > /dev/null``, timed.
 3. Ingest throughput: ``build_nsd_index`` for those K sessions (``reuse_cache=False``) in a
-   child process, timed around the call; its peak RSS comes from the child's own rusage.
+   child process, timed around the call; its peak RSS is the child's own ru_maxrss
+   (``os.wait4``), cross-checked with the child's VmHWM.
 4. Both in two page-cache states: *cold* (every session file evicted with
    ``posix_fadvise(DONTNEED)`` right before each measurement) and *warm* (every file read
    once right before each measurement). Cold is the primary figure: real NSD subjects
    hold ~40 GB of betas and are read from disk.
 5. Targets: ``ratio_raw = ingest MB/s / raw MB/s >= 0.5`` (cold) and
    ``peak RSS < 2 x session_mb + output_mb``.
+
+Each state is measured ``--repeat`` times (default 3): times are medians, peak RSS the max.
 
 MB = 1e6 bytes throughout. Examples::
 
@@ -254,6 +257,7 @@ def reconcile_stim_info(root: Path) -> str | None:
 @dataclass
 class Ingest:
     seconds: float
+    cpu_s: float  # user + system CPU of the child, whole process
     peak_rss_mb: float
     rusage_maxrss_mb: float
     vmhwm_mb: float
@@ -314,7 +318,8 @@ def run_ingest(root: Path, sessions: list[int], out_dir: Path, *, log_level: str
         log.warning("the child's ru_maxrss (%d KiB) is the parent's high-water mark (%d KiB); "
                     "using the child's VmHWM (%d KiB)", rusage_kib, parent_kib, hwm_kib)
         peak_kib = hwm_kib
-    return Ingest(seconds=res["seconds"], peak_rss_mb=peak_kib * 1024 / MB,
+    return Ingest(seconds=res["seconds"], cpu_s=usage.ru_utime + usage.ru_stime,
+                  peak_rss_mb=peak_kib * 1024 / MB,
                   rusage_maxrss_mb=rusage_kib * 1024 / MB, vmhwm_mb=hwm_kib * 1024 / MB,
                   parent_maxrss_mb=parent_kib * 1024 / MB, child_wall_s=wall,
                   cache=res["cache"], rows=res["rows"], manifest=summary)
@@ -335,6 +340,7 @@ class StateResult:
     resident_before_raw: float | None
     resident_before_ingest: float | None
     child_wall_s: float
+    child_cpu_s: float
     rss_detail: dict[str, float]
     raw_s_all: list[float]
     ingest_s_all: list[float]
@@ -349,25 +355,34 @@ class StateResult:
         return self.peak_rss_mb < self.memory_limit_mb
 
 
+def _worst(state: str, fractions: Sequence[float | None]) -> float | None:
+    """The resident fraction furthest from the intended state (cold: 0, warm: 1)."""
+    known = [f for f in fractions if f is not None]
+    if not known:
+        return None
+    return max(known) if state == "cold" else min(known)
+
+
 def measure(state: str, root: Path, files: list[Path], sessions: list[int], work: Path,
             repeat: int, log_level: str) -> StateResult:
     total_mb = sum(f.stat().st_size for f in files) / MB
     session_mb = max(f.stat().st_size for f in files) / MB
     raw_times, ingest_runs = [], []
-    res_raw = res_ingest = None
+    res_raw: list[float | None] = []
+    res_ingest: list[float | None] = []
     for i in range(repeat):
-        res_raw = set_cache_state(state, files)
+        res_raw.append(set_cache_state(state, files))
         raw_times.append(time_cat(files))
         log.info("%s raw read %d/%d: %.2f s (%.0f MB/s), resident before: %s", state, i + 1,
-                 repeat, raw_times[-1], total_mb / raw_times[-1], _pct(res_raw))
-        res_ingest = set_cache_state(state, files)
+                 repeat, raw_times[-1], total_mb / raw_times[-1], _pct(res_raw[-1]))
+        res_ingest.append(set_cache_state(state, files))
         ingest_runs.append(run_ingest(root, sessions, work / f"ingest_{state}",
                                       log_level=log_level))
         run = ingest_runs[-1]
         log.info("%s ingest %d/%d: %.2f s (%.0f MB/s), peak RSS %.0f MB (child VmHWM %.0f MB,"
                  " parent %.0f MB), resident before: %s", state, i + 1, repeat, run.seconds,
                  total_mb / run.seconds, run.peak_rss_mb, run.vmhwm_mb, run.parent_maxrss_mb,
-                 _pct(res_ingest))
+                 _pct(res_ingest[-1]))
     raw_s = statistics.median(raw_times)
     ingest_s = statistics.median(r.seconds for r in ingest_runs)
     # The cache directory of the median run (each run replaces the previous one's).
@@ -381,8 +396,10 @@ def measure(state: str, root: Path, files: list[Path], sessions: list[int], work
         ingest_mb_s=total_mb / ingest_s, ratio_raw=raw_s / ingest_s,
         peak_rss_mb=max(r.peak_rss_mb for r in ingest_runs), session_mb=session_mb,
         output_mb=output_mb, memory_limit_mb=2 * session_mb + output_mb,
-        resident_before_raw=res_raw, resident_before_ingest=res_ingest,
+        resident_before_raw=_worst(state, res_raw),
+        resident_before_ingest=_worst(state, res_ingest),
         child_wall_s=statistics.median(r.child_wall_s for r in ingest_runs),
+        child_cpu_s=statistics.median(r.cpu_s for r in ingest_runs),
         rss_detail={
             "rusage_maxrss_mb": max(r.rusage_maxrss_mb for r in ingest_runs),
             "child_vmhwm_mb": max(r.vmhwm_mb for r in ingest_runs),
@@ -419,7 +436,8 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def report(cold: StateResult, warm: StateResult, n_sessions: int, total_mb: float) -> None:
+def report(cold: StateResult, warm: StateResult, n_sessions: int, total_mb: float,
+           load: tuple[float, float]) -> None:
     print()
     print(f"NSD ingest benchmark: simulated nsd-scale subj01, {n_sessions} session(s) "
           f"x {TRIALS_PER_SESSION} trials; MB = 1e6 bytes")
@@ -451,6 +469,11 @@ def report(cold: StateResult, warm: StateResult, n_sessions: int, total_mb: floa
           f"build_seconds {lt.get('build_seconds')}")
     print(f"  runs (s): cold cat {_fmt(cold.raw_s_all)}, ingest {_fmt(cold.ingest_s_all)}; "
           f"warm cat {_fmt(warm.raw_s_all)}, ingest {_fmt(warm.ingest_s_all)}")
+    print(f"  ingest child (median): cold {cold.child_wall_s:.2f} s wall / {cold.child_cpu_s:.2f} s"
+          f" CPU, warm {warm.child_wall_s:.2f} s wall / {warm.child_cpu_s:.2f} s CPU "
+          "(whole process, interpreter start and imports included)")
+    print(f"  machine load (1-min loadavg, {os.cpu_count()} CPUs): start {load[0]:.2f}, "
+          f"end {load[1]:.2f}{'  <- BUSY: timings disturbed' if max(load) > 0.5 else ''}")
     print("  targets (cold):")
     print(f"    throughput: ratio_raw {cold.ratio_raw:.2f} >= {RATIO_TARGET} : "
           f"{_verdict(cold.throughput_pass)}")
@@ -580,9 +603,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "figures are only partly warm", total_mb)
         log.info("session files: %d, %.1f MB in all", len(files), total_mb)
 
+        load_start = os.getloadavg()[0]
+        if load_start > 0.5:
+            log.warning("1-min load average is %.2f on %d CPUs: other work will disturb the "
+                        "timings", load_start, os.cpu_count())
         cold = measure("cold", root, files, sessions, work, args.repeat, child_level)
         warm = measure("warm", root, files, sessions, work, args.repeat, child_level)
-        report(cold, warm, n_sessions, total_mb)
+        load = (load_start, os.getloadavg()[0])
+        report(cold, warm, n_sessions, total_mb, load)
         if args.profile:
             profile_ingest(root, sessions, files, work, args.profile.resolve(), child_level)
         extra = {
@@ -591,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "data_reused": sim_s is None,
             "workarounds": [note] if note else [],
             "benchmark_wall_s": time.perf_counter() - t_start,
+            "loadavg_1min": {"start": load[0], "end": load[1], "cpus": os.cpu_count()},
         }
         results = results_json(cold, warm, n_sessions, total_mb, extra)
         if args.json:

@@ -7,7 +7,6 @@ re-hashes only the files whose stat changed, as DVC and make-like tools do.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -92,12 +91,3 @@ class BackgroundHasher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def same_file_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["size"] == b["size"] and a["checksum"] == b["checksum"]
-
-
-def stat_key(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns

@@ -29,10 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import field_validator
 
 from fmri2img.atomic import write_json
-from fmri2img.config import StrictModel
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
 from fmri2img.data.checksum import BackgroundHasher, fingerprint
@@ -46,9 +44,9 @@ from fmri2img.data.nsd_layout import (
     STIM_SET_KIND,
     TASK_TYPE_CODES,
     NSDPaths,
-    parse_subject,
     subject_name,
 )
+from fmri2img.data.options import NSDSourceOptions
 from fmri2img.data.rois import RoiSelection, load_selection
 from fmri2img.data.volumes import read_masked, volume_format
 from fmri2img.errors import DataError
@@ -61,27 +59,13 @@ STIMINFO_COLUMNS = ["betas", "TaskType", "StimType", "StimCond(0/1)", "Cue",
 _NSD_FRAME = re.compile(r"shared\d+_nsd(\d+)")
 
 
-class ImageryIndexConfig(StrictModel):
+class ImageryIndexConfig(NSDSourceOptions):
     """Options of ``fmri2img build-imagery-index``."""
 
-    nsd_root: Path
-    subject: int
-    output: Path
     betas_version: str = DEFAULT_IMAGERY_VERSION
-    beta_format: Literal["auto", "hdf5", "nifti"] = "auto"
-    roi: str = "nsdgeneral"
     meta_dir: Path | None = None  # folder with the stiminfo and behaviour CSVs
     events: Path | None = None  # official TSV folder, or one event table with beta_index
     zscore: Literal["run", "none"] = "run"
-    cache_dtype: Literal["float32", "float16"] = "float32"
-    cache_dir: Path | None = None
-    reuse_cache: bool = True
-    rehash: bool = False
-
-    @field_validator("subject", mode="before")
-    @classmethod
-    def _subject(cls, v: Any) -> int:
-        return parse_subject(v)
 
 
 # ----------------------------------------------------------------------------- tables

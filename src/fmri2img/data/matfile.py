@@ -23,11 +23,11 @@ import pandas as pd
 import scipy.io
 
 from fmri2img.atomic import atomic_path, write_json
-from fmri2img.config import StrictModel
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
 from fmri2img.data.checksum import fingerprint
 from fmri2img.data.nsd import zscore_params
+from fmri2img.data.options import CacheOptions
 from fmri2img.data.splits import assign_validation
 from fmri2img.errors import DataError
 
@@ -36,20 +36,15 @@ REQUIRED = ("fmriTrn", "fmriTest", "stimTrn", "stimTest")
 STIMULI = "stimuli.npy"
 
 
-class MatIndexConfig(StrictModel):
+class MatIndexConfig(CacheOptions):
     """Options of ``fmri2img build-index --mat``."""
 
     mat: Path
-    output: Path
     dataset: str | None = None  # default: the file's stem
     subject: str = "subj01"
     zscore: Literal["none", "train"] = "none"
     val_fraction: float = 0.0
     seed: int = 0
-    cache_dtype: Literal["float32", "float16"] = "float32"
-    cache_dir: Path | None = None
-    reuse_cache: bool = True
-    rehash: bool = False
 
 
 def load_mat(path: Path) -> dict[str, np.ndarray]:

@@ -22,7 +22,6 @@ import scipy.io
 from pydantic import field_validator
 
 from fmri2img.atomic import write_json
-from fmri2img.config import StrictModel
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
 from fmri2img.data.checksum import BackgroundHasher, fingerprint
@@ -33,10 +32,10 @@ from fmri2img.data.nsd_layout import (
     SUBJECTS,
     TRIALS_PER_SESSION,
     NSDPaths,
-    parse_subject,
     run_lengths,
     subject_name,
 )
+from fmri2img.data.options import NSDSourceOptions
 from fmri2img.data.rois import RoiSelection, load_selection
 from fmri2img.data.splits import assign_validation
 from fmri2img.data.volumes import read_masked, volume_format
@@ -47,29 +46,15 @@ log = logging.getLogger(__name__)
 DATASET = "nsd"
 
 
-class NSDIndexConfig(StrictModel):
+class NSDIndexConfig(NSDSourceOptions):
     """Options of ``fmri2img build-index --nsd-root``."""
 
-    nsd_root: Path
-    subject: int
-    output: Path
     betas_version: str = DEFAULT_BETAS_VERSION
-    beta_format: Literal["auto", "hdf5", "nifti"] = "auto"
-    roi: str = "nsdgeneral"
     sessions: list[int] | None = None
     average: Literal["none", "test", "all"] = "none"
     zscore: Literal["session", "none"] = "session"
     val_fraction: float = 0.1
     seed: int = 0
-    cache_dtype: Literal["float32", "float16"] = "float32"
-    cache_dir: Path | None = None
-    reuse_cache: bool = True
-    rehash: bool = False
-
-    @field_validator("subject", mode="before")
-    @classmethod
-    def _subject(cls, v: Any) -> int:
-        return parse_subject(v)
 
     @field_validator("val_fraction")
     @classmethod

@@ -61,6 +61,7 @@ log = logging.getLogger("bench_ingest")
 MB = 1e6
 SUBJECT = 1
 RATIO_TARGET = 0.5
+BUSY_SHARE = 0.1  # other processes' share of all CPUs above which timings are flagged
 _READ_BLOCK = 16 << 20
 # Written last by simulate(): its presence marks a finished simulation.
 _SIM_CONFIG = "simulation_config.yaml"
@@ -423,6 +424,40 @@ def profile_ingest(root: Path, sessions: list[int], files: list[Path], work: Pat
     stats.sort_stats("cumulative").print_stats(20)
 
 
+class OtherCpu:
+    """CPU time the rest of the machine used over a window: all busy time in /proc/stat
+    minus this process's and its waited-for children's (kernel threads count as other)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.busy0, self.ours0 = self._busy(), self._ours()
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        busy = sum(fields[:3]) + sum(fields[5:8])
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _ours() -> float:
+        return sum(r.ru_utime + r.ru_stime for r in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    def stop(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.t0
+        busy = self._busy()
+        other = (None if busy is None or self.busy0 is None
+                 else max(0.0, busy - self.busy0 - (self._ours() - self.ours0)))
+        share = None if other is None else other / (wall * (os.cpu_count() or 1))
+        return {"wall_s": wall, "other_cpu_s": other, "other_share": share}
+
+
 # ----------------------------------------------------------------------------- output
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -437,7 +472,7 @@ def _verdict(ok: bool) -> str:
 
 
 def report(cold: StateResult, warm: StateResult, n_sessions: int, total_mb: float,
-           load: tuple[float, float]) -> None:
+           cpu: dict[str, float | None]) -> None:
     print()
     print(f"NSD ingest benchmark: simulated nsd-scale subj01, {n_sessions} session(s) "
           f"x {TRIALS_PER_SESSION} trials; MB = 1e6 bytes")
@@ -472,8 +507,12 @@ def report(cold: StateResult, warm: StateResult, n_sessions: int, total_mb: floa
     print(f"  ingest child (median): cold {cold.child_wall_s:.2f} s wall / {cold.child_cpu_s:.2f} s"
           f" CPU, warm {warm.child_wall_s:.2f} s wall / {warm.child_cpu_s:.2f} s CPU "
           "(whole process, interpreter start and imports included)")
-    print(f"  machine load (1-min loadavg, {os.cpu_count()} CPUs): start {load[0]:.2f}, "
-          f"end {load[1]:.2f}{'  <- BUSY: timings disturbed' if max(load) > 0.5 else ''}")
+    other, share = cpu.get("other_cpu_s"), cpu.get("other_share")
+    if other is not None and share is not None:
+        flag = "  <- BUSY: timings disturbed" if share > BUSY_SHARE else ""
+        print(f"  other processes' CPU during the measurements: {other:.1f} s over "
+              f"{cpu['wall_s']:.1f} s on {os.cpu_count()} CPUs ({100 * share:.0f}% of the "
+              f"machine){flag}")
     print("  targets (cold):")
     print(f"    throughput: ratio_raw {cold.ratio_raw:.2f} >= {RATIO_TARGET} : "
           f"{_verdict(cold.throughput_pass)}")
@@ -604,13 +643,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("session files: %d, %.1f MB in all", len(files), total_mb)
 
         load_start = os.getloadavg()[0]
-        if load_start > 0.5:
-            log.warning("1-min load average is %.2f on %d CPUs: other work will disturb the "
-                        "timings", load_start, os.cpu_count())
+        window = OtherCpu()
         cold = measure("cold", root, files, sessions, work, args.repeat, child_level)
         warm = measure("warm", root, files, sessions, work, args.repeat, child_level)
-        load = (load_start, os.getloadavg()[0])
-        report(cold, warm, n_sessions, total_mb, load)
+        cpu = window.stop()
+        if (cpu["other_share"] or 0.0) > BUSY_SHARE:
+            log.warning("other processes used %.0f%% of the CPUs during the measurements: "
+                        "the timings are disturbed", 100 * (cpu["other_share"] or 0.0))
+        report(cold, warm, n_sessions, total_mb, cpu)
         if args.profile:
             profile_ingest(root, sessions, files, work, args.profile.resolve(), child_level)
         extra = {
@@ -619,7 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "data_reused": sim_s is None,
             "workarounds": [note] if note else [],
             "benchmark_wall_s": time.perf_counter() - t_start,
-            "loadavg_1min": {"start": load[0], "end": load[1], "cpus": os.cpu_count()},
+            "machine": {"cpus": os.cpu_count(), "loadavg_1min_start": load_start,
+                        "loadavg_1min_end": os.getloadavg()[0], **cpu,
+                        "disturbed": (cpu["other_share"] or 0.0) > BUSY_SHARE},
         }
         results = results_json(cold, warm, n_sessions, total_mb, extra)
         if args.json:

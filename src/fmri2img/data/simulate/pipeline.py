@@ -242,7 +242,7 @@ def _write_embeddings(root: Path, cfg: SimulationConfig, bank: StimulusBank, cat
     )
 
 
-def _write_rois(cfg: SimulationConfig, paths: NSDPaths, anat: Anatomy) -> None:
+def _write_rois(paths: NSDPaths, anat: Anatomy) -> None:
     s = anat.subject
     write_nifti(paths.brainmask(s), anat.brain.astype(np.int16), anat.affine)
     for atlas, vol in (("nsdgeneral", anat.nsdgeneral), ("prf-visualrois", anat.prf),
@@ -259,7 +259,7 @@ def _simulate_subject(cfg: SimulationConfig, paths: NSDPaths, subject: int, desi
     anat = make_anatomy(cfg, subject)
     model = make_voxel_model(cfg, anat, bank, basis)
     brain = make_brain_voxels(cfg, anat, model)
-    _write_rois(cfg, paths, anat)
+    _write_rois(paths, anat)
     n_sessions = cfg.sessions_for(subject)
     write_table(paths.responses_tsv(subject), responses_table(cfg, design, subject), sep="\t")
 

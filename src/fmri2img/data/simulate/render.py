@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fmri2img.data.simulate.stimuli import SHAPES, Categories, StimulusBank
 
+PNG_COMPRESSION_LEVEL = 3  # frames are many and large at nsd scale; favour speed
 # Keep each batch's float work arrays around this many pixels (memory, not speed).
 _PIXELS_PER_BATCH = 2_000_000
 
@@ -150,5 +151,5 @@ def stamp_cue(image: np.ndarray, letter: str, centre: bool = False) -> np.ndarra
 
 def png_bytes(image: np.ndarray) -> bytes:
     buf = BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(image).save(buf, format="PNG", compress_level=PNG_COMPRESSION_LEVEL)
     return buf.getvalue()

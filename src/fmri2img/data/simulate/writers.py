@@ -140,6 +140,7 @@ class StimulusBrick:
         self.dataset = self._file.create_dataset(
             "imgBrick", shape=(n, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3),
             compression="gzip", compression_opts=STIMULI_COMPRESSION_LEVEL, fillvalue=0,
+            track_times=False,
         )
 
     def write(self, ids: np.ndarray, images: np.ndarray) -> None:

@@ -49,12 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
-from fmri2img.data.nsd import check_stim_info, read_expdesign, trial_table
 from fmri2img.data.nsd_layout import SUBJECTS, TRIALS_PER_SESSION, NSDPaths
-from fmri2img.errors import DataError
 
 log = logging.getLogger("bench_ingest")
 
@@ -213,45 +210,6 @@ def ensure_simulation(root: Path, n_sessions: int, seed: int, log_level: str
         raise SystemExit(f"the simulation in {root} did not finish")
     log.info("simulation written in %.1f s", seconds)
     return root, seconds
-
-
-def reconcile_stim_info(root: Path) -> str | None:
-    """Make the root's stim-info rep columns pass ``check_stim_info`` for subj01.
-
-    The simulator records ``subjectK_repN`` only for the trials of the sessions it wrote
-    (0 = not viewed), while ``build_nsd_index`` checks them against every trial of the
-    design. When the check fails and the only disagreements are such zeros, the zeros are
-    filled in from the design, so that ingest runs its normal path (check included).
-    Returns a note when the file was changed.
-    """
-    paths = NSDPaths(root)
-    if not paths.stim_info.exists():
-        return None
-    trials = trial_table(read_expdesign(paths.expdesign), SUBJECT)
-    try:
-        check_stim_info(paths.stim_info, trials, SUBJECT)
-        return None
-    except DataError as exc:
-        first_error = str(exc)
-    info = pd.read_csv(paths.stim_info, index_col=0)
-    filled = 0
-    for rep in range(3):
-        col = f"subject{SUBJECT}_rep{rep}"
-        sel = trials[trials["repetition"] == rep]
-        expected = np.zeros(len(info), dtype=np.int64)
-        expected[sel["stimulus_id"].to_numpy()] = sel["global_trial"].to_numpy() + 1
-        have = info[col].to_numpy()
-        if np.any((have != 0) & (have != expected)):
-            raise DataError(f"{col} disagrees with the design beyond unfilled trials: "
-                            f"{first_error}", paths.stim_info)
-        filled += int(np.sum((have == 0) & (expected != 0)))
-        info[col] = expected
-    info.to_csv(paths.stim_info)
-    check_stim_info(paths.stim_info, trials, SUBJECT)
-    note = (f"stim-info: filled {filled} subject{SUBJECT}_repN entries of unwritten sessions "
-            "from the design (simulator writes 0, build_nsd_index checks the whole design)")
-    log.warning("%s", note)
-    return note
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -632,7 +590,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with workdir(args.workdir, args.keep) as work:
         root_dir = args.data.resolve() if args.data else work / "nsd"
         root, sim_s = ensure_simulation(root_dir, n_sessions, args.seed, child_level)
-        note = reconcile_stim_info(root)
         paths = NSDPaths(root)
         files = [paths.betas_session(SUBJECT, s, "hdf5") for s in sessions]
         total_mb = sum(f.stat().st_size for f in files) / MB
@@ -657,7 +614,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "simulate_s": sim_s,
             "data": str(root),
             "data_reused": sim_s is None,
-            "workarounds": [note] if note else [],
             "benchmark_wall_s": time.perf_counter() - t_start,
             "machine": {"cpus": os.cpu_count(), "loadavg_1min_start": load_start,
                         "loadavg_1min_end": os.getloadavg()[0], **cpu,

@@ -193,3 +193,19 @@ def test_index_round_trip_keeps_schema(tiny_nsd: TinyNSD, tmp_path: Path) -> Non
     assert str(df["stimulus_id"].dtype) == "Int64"
     assert meta["dataset"] == "nsd" and Path(meta["cache"]).is_dir()
     assert df["cache_row"].is_unique
+
+
+def test_stim_info_checked_on_sessions_read_only(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
+    """A partial download records unread sessions' presentations as 0: not an error."""
+    import pandas as pd
+
+    paths = NSDPaths(tiny_nsd.root)
+    info = pd.read_csv(paths.stim_info, index_col=0)
+    for r in range(3):
+        col = info[f"subject1_rep{r}"]
+        info.loc[col > 750, f"subject1_rep{r}"] = 0  # session 2 not recorded
+    info.to_csv(paths.stim_info)
+    df, _ = build_nsd_index(_cfg(tiny_nsd, tmp_path, sessions=[1]))
+    assert set(df["session"]) == {1}
+    with pytest.raises(DataError, match="subject1_rep.*disagrees"):
+        build_nsd_index(_cfg(tiny_nsd, tmp_path / "b", sessions=[1, 2]))

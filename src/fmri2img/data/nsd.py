@@ -189,10 +189,6 @@ def build_nsd_index(cfg: NSDIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     subj = subject_name(cfg.subject)
     design = read_expdesign(paths.expdesign)
     all_trials = trial_table(design, cfg.subject)
-    if paths.stim_info.exists():
-        check_stim_info(paths.stim_info, all_trials, cfg.subject)
-    else:
-        log.warning("%s not found: repetition numbers not cross-checked", paths.stim_info)
     n_design_sessions = int(all_trials["session"].max())
     sessions = cfg.sessions or _available_sessions(cfg, paths, n_design_sessions)
     bad = [s for s in sessions if not 1 <= s <= n_design_sessions]
@@ -201,6 +197,12 @@ def build_nsd_index(cfg: NSDIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
                         paths.expdesign)
     files = _session_files(cfg, paths, sessions)
     trials = all_trials[all_trials["session"].isin(sessions)].reset_index(drop=True)
+    # Checked on the sessions read only: a partial download (or simulation) may leave
+    # the other sessions' presentations recorded as 0.
+    if paths.stim_info.exists():
+        check_stim_info(paths.stim_info, trials, cfg.subject)
+    else:
+        log.warning("%s not found: repetition numbers not cross-checked", paths.stim_info)
 
     # Splits: test = shared images; validation = a seeded fraction of the other images.
     split, split_manifest = assign_validation(

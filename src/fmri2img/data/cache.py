@@ -107,7 +107,7 @@ class CacheWriter:
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for chunk_rows, chunk in zip(np.split(rows, breaks), np.split(data, breaks), strict=True):
             self._fh.seek(self._offset + int(chunk_rows[0]) * self._row_bytes)
-            self._fh.write(chunk.tobytes())
+            self._fh.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
         self._written[rows] = True
 
     def finish(self) -> None:

@@ -180,6 +180,55 @@ def zscore_params(data: np.ndarray, fit_rows: np.ndarray) -> tuple[np.ndarray, n
     return mean.astype(np.float32), sd.astype(np.float32)
 
 
+def _voxel_moments(vt: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD (float64) of each row of voxel-major ``vt`` over columns ``cols``.
+
+    Integer betas (NSD's int16) are summed exactly in int64, which is also the fastest
+    way; float betas go through float64.
+    """
+    sub = vt[:, cols]
+    n = len(cols)
+    if sub.dtype.kind in "iu" and sub.dtype.itemsize <= 2:
+        s1 = sub.sum(axis=1, dtype=np.int64)
+        sq = sub.astype(np.int32)
+        np.multiply(sq, sq, out=sq)
+        s2 = sq.sum(axis=1, dtype=np.int64)
+        # n*s2 - s1^2 stays exact in int64 for int16 data and n < 2**16 trials
+        var = (n * s2 - s1 * s1).astype(np.float64) / (float(n) * n)
+        mean = s1 / n
+    else:
+        sub = sub.astype(np.float64)
+        mean = sub.mean(axis=1)
+        var = sub.var(axis=1)
+    return mean, np.sqrt(var)
+
+
+def session_block(raw: np.ndarray, beta_idx: np.ndarray, fit: np.ndarray | None,
+                  scale: float) -> np.ndarray:
+    """float32 ``(len(beta_idx), V)`` betas of one session from its stored ``(T, V)`` values.
+
+    Values are ``stored / scale``; with ``fit`` (positions in ``beta_idx`` of the trials
+    that define the statistics) each voxel is then z-scored with the mean and SD of those
+    trials. Constant voxels are centred and left at SD 1 (in scaled units). Computed as one
+    affine map of the stored values, ``stored * a + b``, in a single pass over the output.
+    """
+    vt = np.ascontiguousarray(raw.T)  # free for the voxel-major chunk reader's output
+    if fit is None:
+        a = np.full(vt.shape[0], 1.0 / scale)
+        b = np.zeros(vt.shape[0])
+    else:
+        mean, sd = _voxel_moments(vt, beta_idx[fit])
+        sd_scaled = np.where(sd == 0, scale, sd)  # SD 1 after scaling for constant voxels
+        a = 1.0 / sd_scaled
+        b = -mean * a
+    identity = len(beta_idx) == vt.shape[1] and np.array_equal(beta_idx, np.arange(len(beta_idx)))
+    src = raw if identity else vt[:, beta_idx].T
+    out = np.empty((len(beta_idx), vt.shape[0]), dtype=np.float32)
+    np.multiply(src, a.astype(np.float32), out=out)
+    out += b.astype(np.float32)
+    return out
+
+
 def build_nsd_index(cfg: NSDIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Build (or reuse) the cache and write the index, split manifest and config."""
     t_start = time.perf_counter()
@@ -340,6 +389,10 @@ def _fill_cache(
         for session, path in progress(list(zip(sessions, files, strict=True)),
                                       description="ingest sessions"):
             t0 = time.perf_counter()
+            # Wait for this file's checksum: its sequential read leaves the file in the page
+            # cache, so the scattered per-voxel chunk reads that follow do not compete with
+            # it for the disk, while the hasher goes on to the next session.
+            sources.append(hasher.result(path))
             raw = read_masked(path, vox_xyz, grid)
             t1 = time.perf_counter()
             sel = trials.index[trials["session"] == session].to_numpy()
@@ -347,18 +400,17 @@ def _fill_cache(
             if raw.shape[0] != TRIALS_PER_SESSION:
                 raise DataError(f"{raw.shape[0]} volumes; expected {TRIALS_PER_SESSION} trials "
                                 "per NSD session", path)
-            data = raw[beta_idx].astype(np.float32)
-            data /= np.float32(BETA_SCALE)
+            fit = None
             if cfg.zscore == "session":
                 fit = np.flatnonzero(trials.loc[sel, "split"].to_numpy() == "train")
                 if fit.size < 2:
                     raise DataError(f"session {session} has {fit.size} training trials; "
                                     "z-scoring needs at least 2", path)
-                mean, sd = zscore_params(data, fit)
-                data -= mean
-                data /= sd
+            data = session_block(raw, beta_idx, fit, BETA_SCALE)
             in_single = np.isin(sel, trial_to_row.index)
-            if in_single.any():
+            if in_single.all():
+                writer.write_rows(trial_to_row.loc[sel].to_numpy(), data)
+            elif in_single.any():
                 writer.write_rows(trial_to_row.loc[sel[in_single]].to_numpy(), data[in_single])
             in_avg = np.isin(sel, trial_to_avg.index)
             if sums is not None and in_avg.any():
@@ -368,8 +420,6 @@ def _fill_cache(
         if sums is not None:
             counts = averaged["n_averaged"].to_numpy()[:, None]
             writer.write_rows(averaged.index.to_numpy(), (sums / counts).astype(np.float32))
-        for f in files:
-            sources.append(hasher.result(f))
     for m in meta_files:
         if Path(m).exists():
             sources.append(fingerprint(m))

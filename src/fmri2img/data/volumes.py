@@ -133,16 +133,20 @@ def _read_hdf5(path: Path, vox: np.ndarray, expected_xyz: tuple[int, int, int]) 
 
 
 def _read_voxel_chunks(ds: h5py.Dataset, vox: np.ndarray) -> np.ndarray:
+    """One uncompressed chunk per voxel: copy each chunk's bytes straight into a row of a
+    voxel-major buffer. Returned as its transpose, an F-ordered (T, V) view, so callers
+    that reduce over trials can take ``.T`` back for free."""
     n_t = ds.shape[0]
-    dtype = ds.dtype
-    expected = n_t * dtype.itemsize
-    parts = []
-    for x, y, z in vox.tolist():
-        filter_mask, raw = ds.id.read_direct_chunk((0, z, y, x))
-        if filter_mask or len(raw) != expected:
-            raise OSError(f"chunk of voxel x={x}, y={y}, z={z} holds {len(raw)} bytes")
-        parts.append(raw)
-    return np.frombuffer(b"".join(parts), dtype=dtype).reshape(len(parts), n_t).T.copy()
+    buf = np.empty((len(vox), n_t), dtype=ds.dtype)
+    flat = buf.view(np.uint8).reshape(len(vox), -1)
+    expected = flat.shape[1]
+    read = ds.id.read_direct_chunk
+    for i, (x, y, z) in enumerate(vox.tolist()):
+        filter_mask, got = read((0, z, y, x), out=flat[i])
+        if filter_mask or got.nbytes != expected:
+            raise OSError(f"chunk of voxel x={x}, y={y}, z={z} holds {got.nbytes} bytes, "
+                          f"expected {expected}")
+    return buf.T
 
 
 def _read_contiguous(path: Path, ds: h5py.Dataset, vox: np.ndarray) -> np.ndarray:

@@ -209,3 +209,21 @@ def test_stim_info_checked_on_sessions_read_only(tiny_nsd: TinyNSD, tmp_path: Pa
     assert set(df["session"]) == {1}
     with pytest.raises(DataError, match="subject1_rep.*disagrees"):
         build_nsd_index(_cfg(tiny_nsd, tmp_path / "b", sessions=[1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("order", ["identity", "permuted"])
+def test_session_block_matches_two_pass_zscore(dtype, order):
+    from fmri2img.data.nsd import session_block, zscore_params
+
+    rng = np.random.default_rng(3)
+    raw = rng.integers(-32000, 32000, size=(50, 7)).astype(dtype)
+    raw[:, 2] = 123  # a constant voxel: centred, left at SD 1
+    beta_idx = np.arange(50) if order == "identity" else rng.permutation(50)
+    fit = np.sort(rng.choice(50, 30, replace=False))
+    got = session_block(raw, beta_idx, fit, 300.0)
+    scaled = raw[beta_idx].astype(np.float64) / 300.0
+    mean, sd = zscore_params(scaled, fit)
+    np.testing.assert_allclose(got, (scaled - mean) / sd, atol=2e-5)
+    assert np.all(got[:, 2] == 0)
+    np.testing.assert_allclose(session_block(raw, beta_idx, None, 300.0), scaled, rtol=1e-6)

@@ -176,8 +176,13 @@ def zscore_params(data: np.ndarray, fit_rows: np.ndarray) -> tuple[np.ndarray, n
     fit = data[fit_rows]
     mean = fit.mean(axis=0, dtype=np.float64)
     sd = fit.std(axis=0, dtype=np.float64)
-    sd[sd == 0] = 1.0
+    sd[_is_constant(mean, sd)] = 1.0
     return mean.astype(np.float32), sd.astype(np.float32)
+
+
+def _is_constant(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """SDs that are rounding error: a constant float column can come out at ~1e-17, not 0."""
+    return sd <= 1e-9 * np.maximum(np.abs(mean), np.finfo(np.float64).tiny)
 
 
 def _voxel_moments(vt: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +223,7 @@ def session_block(raw: np.ndarray, beta_idx: np.ndarray, fit: np.ndarray | None,
         b = np.zeros(vt.shape[0])
     else:
         mean, sd = _voxel_moments(vt, beta_idx[fit])
-        sd_scaled = np.where(sd == 0, scale, sd)  # SD 1 after scaling for constant voxels
+        sd_scaled = np.where(_is_constant(mean, sd), scale, sd)  # SD 1 after scaling
         a = 1.0 / sd_scaled
         b = -mean * a
     identity = len(beta_idx) == vt.shape[1] and np.array_equal(beta_idx, np.arange(len(beta_idx)))

@@ -26,7 +26,7 @@ setup() {
   else
     "$VENV/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
   fi
-  "$VENV/bin/python" -m pip install --quiet -e ".[torch,test]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[torch,embed,offline-models,test]"
   echo "$want" > "$stamp"
 }
 

@@ -108,9 +108,62 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def cmd_study(args: argparse.Namespace) -> None:
     from fmri2img.experiments.study import StudyConfig, run_study
 
-    names = ("out", "scale", "seed", "null", "subjects", "nsd_root", "roi", "average")
+    names = ("out", "scale", "seed", "null", "subjects", "nsd_root", "roi", "average", "models",
+             "targets", "n_permutations", "n_bootstrap")
     cfg = _make(StudyConfig, args, names)
     run_study(cfg)
+
+
+EMBED_OPTS = ("index", "embedder", "output", "batch_size", "device", "normalize", "conceptual",
+              "captions", "reuse", "rehash")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index
+
+    cfg = _make(EmbedConfig, args, EMBED_OPTS)
+    path = embed_captions(cfg) if args.command == "embed-captions" else embed_index(cfg)
+    log.info("embedding table: %s", path)
+
+
+TRAIN_OPTS = ("index", "targets", "model_type", "output_dir", "epochs", "device", "pca", "seed")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
+
+    cfg = _make(TrainConfig, args, TRAIN_OPTS)
+    if args.no_zscore:
+        cfg.zscore = False
+    if args.set:
+        cfg.model = {**cfg.model, **_parse_sets(args.set)}
+    train_decoder(cfg)
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as YAML (numbers, lists, booleans)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DataError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+EVAL_OPTS = ("index", "checkpoint", "targets", "mode", "split", "output_dir", "pool_size",
+             "n_pools", "n_bootstrap", "n_permutations", "seed", "perception_metrics")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from fmri2img.experiments.evaluate import EvalConfig, evaluate
+
+    cfg = _make(EvalConfig, args, EVAL_OPTS)
+    if args.no_average:
+        cfg.average = False
+    evaluate(cfg)
 
 
 def _add_cache_flags(p: argparse.ArgumentParser) -> None:
@@ -179,6 +232,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=Path, nargs="+")
     p.set_defaults(func=cmd_summary)
 
+    for name, what in (("embed-images", "the index's stimulus images"),
+                       ("embed-captions", "the index's stimulus captions")):
+        p = sub.add_parser(name, help=f"embed {what} -> embedding table (cached)")
+        p.add_argument("--index", type=Path)
+        p.add_argument("--embedder", help="open_clip:ARCH:PRETRAINED, hf-clip:NAME_OR_DIR, "
+                       "effnet-lite0, minilm, st:NAME_OR_DIR")
+        p.add_argument("--output", type=Path)
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--device", help="cpu, cuda, cuda:N")
+        p.add_argument("--normalize", action="store_true", default=None,
+                       help="L2-normalise the embeddings")
+        p.add_argument("--conceptual", choices=["auto", "text", "skip"],
+                       help="targets without an image (NSD-Imagery set C): embed their word "
+                            "with a text tower (auto/text) or leave them out")
+        p.add_argument("--captions", type=Path, help="caption file (Parquet/CSV, or .npy by "
+                       "stimulus_id)")
+        p.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
+                       help="recompute even when the table is up to date")
+        p.add_argument("--rehash", action="store_true", default=None,
+                       help="re-hash the sources instead of trusting size and mtime")
+        p.add_argument("--config", type=Path)
+        p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("train", help="fit a decoder: index + target embeddings -> checkpoint")
+    p.add_argument("--index", type=Path)
+    p.add_argument("--targets", type=Path, help="embedding table (embed-images output, or the "
+                   "simulator's targets/clip_like.parquet)")
+    p.add_argument("--model-type", choices=["ridge", "mlp", "two_stage", "contrastive_mlp"])
+    p.add_argument("--output-dir", type=Path)
+    p.add_argument("--epochs", type=int, help="torch decoders: maximum epochs")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--pca", type=int, nargs="?", const=512,
+                   help="PCA on z-scored voxels, fitted on training trials (default k=512)")
+    p.add_argument("--no-zscore", action="store_true", help="skip voxel z-scoring")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a decoder option, e.g. --set lr=3e-4 --set alphas=[1,10,100]")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score a decoder on perception or imagery trials")
+    p.add_argument("--index", type=Path)
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--targets", type=Path)
+    p.add_argument("--mode", choices=["perception", "imagery"])
+    p.add_argument("--split")
+    p.add_argument("--output-dir", type=Path)
+    p.add_argument("--pool-size", type=int, help="retrieval pool size (default 300)")
+    p.add_argument("--n-pools", type=int, help="random pools averaged (default 30)")
+    p.add_argument("--n-bootstrap", type=int)
+    p.add_argument("--n-permutations", type=int)
+    p.add_argument("--no-average", action="store_true",
+                   help="perception: score single trials instead of per-image averages")
+    p.add_argument("--perception-metrics", type=Path,
+                   help="imagery: metrics.json of a perception eval, for the second ratio")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("study", help="the main job: simulate (or use --nsd-root), index, "
                        "summarise")
     p.add_argument("--out", type=Path)
@@ -189,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsd-root", type=Path, help="real NSD root instead of simulated data")
     p.add_argument("--roi")
     p.add_argument("--average", choices=["none", "test", "all"])
+    p.add_argument("--models", nargs="*", choices=["ridge", "mlp", "two_stage", "contrastive_mlp"],
+                   help="decoders trained per subject (default ridge mlp two_stage; none: "
+                        "dataset summary only)")
+    p.add_argument("--targets", type=Path, help="embedding table (default: the simulator's)")
+    p.add_argument("--n-permutations", type=int)
+    p.add_argument("--n-bootstrap", type=int)
     p.add_argument("--config", type=Path)
     p.set_defaults(func=cmd_study)
     return parser

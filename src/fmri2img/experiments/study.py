@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field
@@ -43,6 +43,13 @@ class StudyConfig(StrictModel):
     roi: str = "nsdgeneral"
     average: Literal["none", "test", "all"] = "none"
     val_fraction: float = 0.1
+    # decoding (H1); an empty list stops after the dataset summary
+    models: list[str] = Field(default_factory=lambda: ["ridge", "mlp", "two_stage"])
+    targets: Path | None = None  # default: the simulator's targets/clip_like.parquet
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
+        "mlp": {"epochs": 40}, "two_stage": {"epochs": 40}})
+    n_permutations: int = 1000
+    n_bootstrap: int = 2000
 
 
 def ensure_simulated(cfg: StudyConfig) -> Path:
@@ -83,8 +90,15 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
     cfg.save(cfg.out / "study_config.yaml")
     write_summary(cfg.out / "summary.json", perception, imagery)
     print_summary(perception, imagery, console)
-    result = {"root": str(root), "seconds": round(time.perf_counter() - t0, 1),
-              "perception": perception, "imagery": imagery}
+    result: dict[str, Any] = {"root": str(root), "perception": perception, "imagery": imagery}
+    if cfg.models:
+        from fmri2img.experiments.h1 import print_h1_table, run_h1
+
+        targets = cfg.targets or root / "targets" / "clip_like.parquet"
+        rows = run_h1(cfg, idx_dir, targets)
+        result["h1"] = rows
+        print_h1_table(rows, console)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(cfg.out / "study_result.json", result)
     console.print(f"done in {result['seconds']} s; outputs in {cfg.out}")
     return result

@@ -1,0 +1,492 @@
+"""Resampling statistics for evaluation results (arrays in, numbers out; no I/O).
+
+* :func:`bootstrap_ci`: percentile or BCa bootstrap over items, or over whole groups
+  (cluster bootstrap: single trials of one target are not independent evidence).
+* :func:`permutation_test_vs_chance`: does a decoder beat chance? Shuffle which target
+  each prediction is paired with and recompute the metric.
+* :func:`ratio_ci`: CI of a ratio of means, e.g. imagery / perception transfer.
+* :func:`paired_difference_test`: compare two methods scored on the same units.
+
+Everything is deterministic given ``seed`` (``numpy.random.default_rng``). Permutation
+p-values use ``(1 + #{null >= observed}) / (1 + n_permutations)``, which is never 0 and
+is valid (conservative) for a random subset of permutations.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import ndtr, ndtri
+
+FloatArray = NDArray[np.float64]
+Statistic = Callable[..., Any]
+
+_PERMUTATION_CHUNK = 256
+"""Permutations generated per block: bounds memory and fixes the random stream."""
+
+
+def _tolerance(observed: float) -> float:
+    """Slack when comparing null statistics with the observed one.
+
+    The same value summed in another order can differ in the last bits; without slack, a
+    null draw that equals the observed statistic could be missed (scipy does the same).
+    """
+    return 1e-12 * max(1.0, abs(observed))
+
+
+def _as_vector(x: ArrayLike, name: str) -> FloatArray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def _check_confidence(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return float(confidence)
+
+
+def _check_count(value: int, name: str) -> int:
+    if int(value) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _accepts_axis(statistic: Statistic) -> bool:
+    try:
+        params = inspect.signature(statistic).parameters
+    except (TypeError, ValueError):
+        return False
+    return "axis" in params
+
+
+def _rowwise(statistic: Statistic, samples: FloatArray) -> FloatArray:
+    """Apply ``statistic`` to each row, vectorised when it takes ``axis`` like numpy's."""
+    if _accepts_axis(statistic):
+        out = np.asarray(statistic(samples, axis=-1), dtype=np.float64)
+        if out.shape == (samples.shape[0],):
+            return out
+    return np.array([float(statistic(row)) for row in samples], dtype=np.float64)
+
+
+def _row_counts(draws: NDArray[np.int64], n_units: int) -> NDArray[np.int64]:
+    """(B, n_units) multiplicity of each unit in each row of ``draws``."""
+    b = draws.shape[0]
+    flat = (draws + n_units * np.arange(b)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n_units).reshape(b, n_units)
+
+
+class _Units:
+    """Resampling units: the items themselves, or groups of items (cluster bootstrap)."""
+
+    def __init__(self, n: int, groups: ArrayLike | None) -> None:
+        self.n = n
+        if groups is None:
+            self.codes: NDArray[np.int64] | None = None
+            self.count = n
+            return
+        g = np.asarray(groups)
+        if g.shape != (n,):
+            raise ValueError(f"groups must have one label per value ({n}), got {g.shape}")
+        _, codes = np.unique(g, return_inverse=True)
+        self.codes = codes.astype(np.int64).ravel()
+        self.count = int(self.codes.max()) + 1
+
+    def draw(self, rng: np.random.Generator, n_resamples: int) -> NDArray[np.int64]:
+        return rng.integers(0, self.count, size=(n_resamples, self.count))
+
+    def statistics(
+        self, values: FloatArray, draws: NDArray[np.int64], statistic: Statistic
+    ) -> FloatArray:
+        """Statistic of each resample (rows of unit draws)."""
+        if self.codes is None:
+            if statistic is np.mean:
+                return values[draws].mean(axis=1)
+            return _rowwise(statistic, values[draws])
+        counts = _row_counts(draws, self.count)  # (B, groups): times each group is drawn
+        if statistic is np.mean:
+            sums = np.bincount(self.codes, weights=values, minlength=self.count)
+            sizes = np.bincount(self.codes, minlength=self.count).astype(np.float64)
+            return (counts @ sums) / (counts @ sizes)
+        return np.array(
+            [float(statistic(np.repeat(values, c[self.codes]))) for c in counts],
+            dtype=np.float64,
+        )
+
+    def jackknife(self, values: FloatArray, statistic: Statistic) -> FloatArray:
+        """Leave-one-unit-out statistics (for the BCa acceleration)."""
+        if self.codes is None:
+            if statistic is np.mean:
+                return (values.sum() - values) / (self.n - 1)
+            return np.array(
+                [float(statistic(np.delete(values, i))) for i in range(self.n)],
+                dtype=np.float64,
+            )
+        return np.array(
+            [float(statistic(values[self.codes != u])) for u in range(self.count)],
+            dtype=np.float64,
+        )
+
+
+def _percentile_interval(
+    boot: FloatArray, confidence: float
+) -> tuple[float, float]:
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    values: ArrayLike,
+    statistic: Statistic = np.mean,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    groups: ArrayLike | None = None,
+    method: Literal["percentile", "bca"] = "percentile",
+) -> tuple[float, float]:
+    """Two-sided bootstrap confidence interval of ``statistic(values)``.
+
+    Args:
+        values: (n,) per-item values (e.g. per-item hit rates from
+            :mod:`fmri2img.eval.metrics`).
+        statistic: maps a 1-D sample to a number. Functions taking ``axis`` (numpy
+            reductions) are evaluated on all resamples at once; ``np.mean`` has a
+            dedicated fast path. It must not depend on the order of the items.
+        n_resamples: bootstrap resamples.
+        confidence: coverage of the interval.
+        seed: random seed; the same inputs and seed give the same interval.
+        groups: optional (n,) labels. Whole groups are resampled with replacement
+            (cluster bootstrap), as needed when items are not independent, e.g. single
+            trials grouped by target or items grouped by subject. Groups may differ in
+            size; the statistic is computed on the pooled items of the drawn groups.
+        method: ``"percentile"`` (the plain quantiles of the resampled statistic) or
+            ``"bca"`` (bias-corrected and accelerated, Efron 1987; the acceleration uses
+            a leave-one-unit-out jackknife). BCa corrects skew and bias, which matters
+            for bounded metrics near 0 or 1 with few items.
+
+    Returns:
+        ``(low, high)``.
+    """
+    x = _as_vector(values, "values")
+    n_resamples = _check_count(n_resamples, "n_resamples")
+    confidence = _check_confidence(confidence)
+    units = _Units(x.size, groups)
+    rng = np.random.default_rng(seed)
+    boot = units.statistics(x, units.draw(rng, n_resamples), statistic)
+    if method == "percentile":
+        return _percentile_interval(boot, confidence)
+    if method != "bca":
+        raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
+    if units.count < 2:
+        raise ValueError("BCa needs at least 2 resampling units")
+    theta = float(statistic(x))
+    # Bias correction: where the observed statistic sits in the bootstrap distribution
+    # (ties count half, as in scipy, so a constant statistic gives z0 = 0).
+    frac = (np.count_nonzero(boot < theta) + np.count_nonzero(boot <= theta)) / (2 * boot.size)
+    if frac <= 0.0 or frac >= 1.0:
+        warnings.warn(
+            "BCa interval is degenerate (observed statistic outside the bootstrap "
+            "distribution); returning the percentile interval",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _percentile_interval(boot, confidence)
+    z0 = float(ndtri(frac))
+    jack = units.jackknife(x, statistic)
+    dev = jack.mean() - jack
+    denom = 6.0 * float(np.sum(dev**2)) ** 1.5
+    accel = float(np.sum(dev**3)) / denom if denom > 0 else 0.0
+    alpha = (1.0 - confidence) / 2.0
+    z = ndtri(np.array([alpha, 1.0 - alpha]))
+    levels = ndtr(z0 + (z0 + z) / (1.0 - accel * (z0 + z)))
+    if not np.all(np.isfinite(levels)):
+        warnings.warn(
+            "BCa interval is degenerate (observed statistic outside the bootstrap "
+            "distribution); returning the percentile interval",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _percentile_interval(boot, confidence)
+    low, high = np.quantile(boot, levels)
+    return float(low), float(high)
+
+
+# ------------------------------------------------------------------- permutation test
+
+
+@runtime_checkable
+class PairDecomposable(Protocol):
+    """A metric that also exposes its (n, n) pair-score matrix.
+
+    ``pair_scores(pred, targets)[i, j]`` is prediction i's score if target j were its
+    own, and the metric of a pairing ``pi`` is ``mean_i S[i, pi(i)]``. Such metrics (see
+    :class:`fmri2img.eval.metrics.PairwiseMetric`) are permutation-tested in O(n) per
+    permutation instead of re-running the metric.
+    """
+
+    def pair_scores(self, pred: ArrayLike, targets: ArrayLike) -> FloatArray: ...
+
+    def __call__(self, pred: ArrayLike, targets: ArrayLike) -> float: ...
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Outcome of :func:`permutation_test_vs_chance`.
+
+    ``null`` holds the metric under each random re-pairing; its mean estimates the
+    chance level empirically (useful for metrics such as cosine that have no
+    theoretical one).
+    """
+
+    observed: float
+    p_value: float
+    null: FloatArray
+
+    @property
+    def null_mean(self) -> float:
+        """Empirical chance level: the mean of the null distribution."""
+        return float(self.null.mean())
+
+
+def _permutation_blocks(
+    rng: np.random.Generator, n: int, n_permutations: int
+) -> Iterator[NDArray[np.int64]]:
+    done = 0
+    base = np.arange(n, dtype=np.int64)
+    while done < n_permutations:
+        size = min(_PERMUTATION_CHUNK, n_permutations - done)
+        yield rng.permuted(np.tile(base, (size, 1)), axis=1)
+        done += size
+
+
+def permutation_test_vs_chance(
+    metric: Callable[[Any, Any], float],
+    pred: ArrayLike,
+    targets: ArrayLike,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    alternative: Literal["greater", "less"] = "greater",
+) -> PermutationResult:
+    """Permutation test that a decoder's metric beats chance.
+
+    The null hypothesis is that predictions carry no information about *which* target
+    they belong to. It is simulated by re-pairing: target rows are permuted, the metric
+    is recomputed, and ``p = (1 + #{null >= observed}) / (1 + n_permutations)``
+    (``<=`` with ``alternative="less"``, for lower-is-better metrics such as distances).
+
+    Args:
+        metric: ``metric(pred, targets) -> float``, row i of ``pred`` paired with row i
+            of ``targets``. If it also has ``pair_scores`` (:class:`PairDecomposable`,
+            e.g. ``metrics.two_way_metric``, ``metrics.cosine_metric``,
+            ``metrics.top_k_metric(k)``), the pair-score matrix is computed once and
+            each permutation costs O(n); the observed value is then ``mean(diag S)``.
+        pred: (n, ...) predictions.
+        targets: (n, ...) targets; rows are permuted along axis 0. Rows may repeat
+            (single trials sharing a target); permuting them is still the right null.
+        n_permutations: random permutations (the identity may be among them, which is
+            allowed by the ``1 +`` form of the p-value).
+        seed: random seed; both code paths draw the same permutations for a seed.
+        alternative: ``"greater"`` (higher is better) or ``"less"``.
+    """
+    n_permutations = _check_count(n_permutations, "n_permutations")
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    p_arr = np.asarray(pred)
+    t_arr = np.asarray(targets)
+    n = p_arr.shape[0] if p_arr.ndim else 0
+    if n < 2 or t_arr.ndim == 0 or t_arr.shape[0] != n:
+        raise ValueError(
+            f"pred and targets need the same number (>= 2) of rows; "
+            f"got {p_arr.shape} and {t_arr.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    chunks: list[FloatArray] = []
+    pair_fn = getattr(metric, "pair_scores", None)
+    if callable(pair_fn):
+        scores = np.asarray(pair_fn(p_arr, t_arr), dtype=np.float64)
+        if scores.shape != (n, n):
+            raise ValueError(f"pair_scores must return shape ({n}, {n}), got {scores.shape}")
+        observed = float(np.mean(np.diagonal(scores)))
+        rows = np.arange(n)[None, :]
+        for perms in _permutation_blocks(rng, n, n_permutations):
+            chunks.append(scores[rows, perms].mean(axis=1))
+    else:
+        observed = float(metric(p_arr, t_arr))
+        for perms in _permutation_blocks(rng, n, n_permutations):
+            chunks.append(np.array([float(metric(p_arr, t_arr[pi])) for pi in perms]))
+    null = np.concatenate(chunks)
+    tol = _tolerance(observed)
+    if alternative == "greater":
+        extreme = np.count_nonzero(null >= observed - tol)
+    else:
+        extreme = np.count_nonzero(null <= observed + tol)
+    p_value = (1.0 + extreme) / (1.0 + n_permutations)
+    return PermutationResult(observed=observed, p_value=p_value, null=null)
+
+
+# -------------------------------------------------------------------------- ratio
+
+
+class RatioCI(NamedTuple):
+    """Point estimate of a ratio of means and its bootstrap interval ``(low, high)``."""
+
+    estimate: float
+    ci: tuple[float, float]
+
+
+def ratio_ci(
+    num_values: ArrayLike,
+    den_values: ArrayLike,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    paired: bool = True,
+    baseline: float = 0.0,
+) -> RatioCI:
+    """Bootstrap CI of ``(mean(num) - baseline) / (mean(den) - baseline)``.
+
+    Built for the imagery/perception transfer ratio: ``num_values`` are per-item imagery
+    scores, ``den_values`` per-item perception scores. Pass the metric's chance level as
+    ``baseline`` to get the ratio of above-chance performance (e.g. 0.5 for 2-way), so
+    that 0 means "imagery at chance" and 1 means "imagery as good as perception".
+
+    ``paired=True`` (same items, e.g. the same targets scored in both conditions):
+    items are resampled jointly, keeping their covariance, which usually narrows the
+    interval. ``paired=False``: the two samples are resampled independently (different
+    items or sizes). Percentile interval.
+
+    If the resampled denominator reaches zero the ratio is unbounded; a RuntimeWarning
+    says so and the interval should not be trusted.
+    """
+    num = _as_vector(num_values, "num_values")
+    den = _as_vector(den_values, "den_values")
+    n_resamples = _check_count(n_resamples, "n_resamples")
+    confidence = _check_confidence(confidence)
+    if paired and num.size != den.size:
+        raise ValueError(
+            f"paired=True needs equal lengths, got {num.size} and {den.size}"
+        )
+    den_mean = den.mean() - baseline
+    if den_mean == 0:
+        raise ValueError("the denominator's mean equals the baseline; the ratio is undefined")
+    estimate = float((num.mean() - baseline) / den_mean)
+    rng = np.random.default_rng(seed)
+    if paired:
+        draws = rng.integers(0, num.size, size=(n_resamples, num.size))
+        num_b = num[draws].mean(axis=1)
+        den_b = den[draws].mean(axis=1)
+    else:
+        num_b = num[rng.integers(0, num.size, size=(n_resamples, num.size))].mean(axis=1)
+        den_b = den[rng.integers(0, den.size, size=(n_resamples, den.size))].mean(axis=1)
+    den_b = den_b - baseline
+    if np.any(np.sign(den_b) != np.sign(den_mean)):
+        warnings.warn(
+            "bootstrap denominator crosses the baseline; the ratio CI is unbounded",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = (num_b - baseline) / den_b
+    ratios = ratios[np.isfinite(ratios)]
+    return RatioCI(estimate=estimate, ci=_percentile_interval(ratios, confidence))
+
+
+# --------------------------------------------------------------- paired difference
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Outcome of :func:`paired_difference_test` (differences are ``a - b``)."""
+
+    mean_difference: float
+    ci: tuple[float, float]
+    p_value: float
+    cohens_dz: float
+    n: int
+    exact: bool
+    """True when the p-value enumerates all 2**n sign patterns."""
+
+
+def paired_difference_test(
+    a: ArrayLike,
+    b: ArrayLike,
+    n_resamples: int = 2000,
+    n_permutations: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided",
+) -> PairedDifference:
+    """Compare two methods scored on the same units (targets, subjects): ``a`` vs ``b``.
+
+    * effect: mean of ``d = a - b``, with a percentile bootstrap CI over units;
+    * p-value: sign-flip permutation test of "the mean difference is 0". Under the null
+      each difference is as likely to be positive as negative. All ``2**n`` sign
+      patterns are enumerated when there are at most ``n_permutations`` of them (exact,
+      e.g. 4 subjects give 16 patterns and a smallest possible two-sided p of 1/8);
+      otherwise random flips with the ``(1 + count) / (1 + n_permutations)`` form;
+    * Cohen's d_z: ``mean(d) / std(d, ddof=1)``, the standardized effect for paired
+      data (NaN when every difference is 0, infinite when all are equal and non-zero).
+    """
+    av = _as_vector(a, "a")
+    bv = _as_vector(b, "b")
+    if av.size != bv.size:
+        raise ValueError(f"a and b must pair up, got {av.size} and {bv.size} values")
+    if av.size < 2:
+        raise ValueError("need at least 2 paired values")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"unknown alternative {alternative!r}")
+    n_permutations = _check_count(n_permutations, "n_permutations")
+    d = av - bv
+    n = d.size
+    observed = float(d.mean())
+    ci = bootstrap_ci(d, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+    def extreme(null: FloatArray) -> int:
+        tol = _tolerance(observed)
+        if alternative == "greater":
+            return int(np.count_nonzero(null >= observed - tol))
+        if alternative == "less":
+            return int(np.count_nonzero(null <= observed + tol))
+        return int(np.count_nonzero(np.abs(null) >= abs(observed) - tol))
+
+    exact = n < 63 and 2**n <= n_permutations
+    if exact:
+        patterns = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n, dtype=np.int64)
+        signs = 1.0 - 2.0 * (patterns & 1)
+        p_value = extreme((signs @ d) / n) / float(2**n)
+    else:
+        rng = np.random.default_rng(seed)
+        count = 0
+        done = 0
+        while done < n_permutations:
+            size = min(_PERMUTATION_CHUNK, n_permutations - done)
+            signs = rng.choice(np.array([-1.0, 1.0]), size=(size, n))
+            count += extreme((signs @ d) / n)
+            done += size
+        p_value = (1.0 + count) / (1.0 + n_permutations)
+    sd = float(d.std(ddof=1))
+    # Rounding can leave a tiny spread among equal differences; treat it as none.
+    if sd > 1e-12 * float(np.max(np.abs(d))):
+        dz = observed / sd
+    else:
+        dz = float("nan") if observed == 0 else float(np.copysign(np.inf, observed))
+    return PairedDifference(
+        mean_difference=observed,
+        ci=ci,
+        p_value=float(p_value),
+        cohens_dz=dz,
+        n=n,
+        exact=exact,
+    )

@@ -1,0 +1,1 @@
+"""Tables and figures for people: printed tables, Markdown/LaTeX, PNG/PDF plots."""

@@ -1,0 +1,125 @@
+"""train / eval end to end on a small simulated dataset, and the checkpoint guards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fmri2img.cli import main
+from fmri2img.models import registry
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("decoding")
+    root = base / "nsd"
+    assert main(["simulate", "--out", str(root), "--scale", "small", "--subjects", "1", "2"]) == 0
+    out = {"root": root, "targets": root / "targets" / "clip_like.parquet", "base": base}
+    for s in ("subj01", "subj02"):
+        out[f"{s}_nsd"] = base / f"{s}_nsd.parquet"
+        assert main(["build-index", "--nsd-root", str(root), "--subject", s,
+                     "--output", str(out[f"{s}_nsd"])]) == 0
+    out["subj01_imagery"] = base / "subj01_imagery.parquet"
+    assert main(["build-imagery-index", "--nsd-root", str(root), "--subject", "subj01",
+                 "--output", str(out["subj01_imagery"])]) == 0
+    out["ridge"] = base / "ridge"
+    assert main(["train", "--index", str(out["subj01_nsd"]), "--targets", str(out["targets"]),
+                 "--model-type", "ridge", "--output-dir", str(out["ridge"])]) == 0
+    return out
+
+
+def test_registry_is_complete() -> None:
+    for name in registry.available():
+        cls = registry.get(name)
+        assert cls.name == name
+        model = registry.build(name, 7, 3)
+        assert (model.n_inputs, model.n_outputs) == (7, 3)
+    assert set(registry._REGISTRY) == set(registry.MODULES)
+    with pytest.raises(KeyError):
+        registry.get("nope")
+    with pytest.raises(ValueError, match="invalid options"):
+        registry.build("ridge", 7, 3, {"no_such_option": 1})
+
+
+def test_train_writes_checkpoint_and_summary(sim: dict[str, Path]) -> None:
+    out = sim["ridge"]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["model_type"] == "ridge" and summary["n_train_rows"] > 0
+    assert (out / "checkpoints" / "decoder.pt").exists()
+    assert (out / "config_resolved.yaml").exists()
+
+
+def test_eval_perception_and_imagery(sim: dict[str, Path]) -> None:
+    ckpt = sim["ridge"] / "checkpoints" / "decoder.pt"
+    p_out, i_out = sim["base"] / "eval_p", sim["base"] / "eval_i"
+    common = ["--checkpoint", str(ckpt), "--targets", str(sim["targets"]),
+              "--n-permutations", "200", "--n-bootstrap", "500"]
+    assert main(["eval", "--index", str(sim["subj01_nsd"]), "--mode", "perception",
+                 "--output-dir", str(p_out), *common]) == 0
+    m = json.loads((p_out / "metrics.json").read_text())
+    for key in ("overall", "ci", "p_vs_chance", "by_stimulus_set", "by_stimulus", "config",
+                "bounds", "chance"):
+        assert key in m
+    names = {"cosine", "retrieval_top1", "retrieval_top5", "retrieval_top10", "retrieval_top50",
+             "brain_retrieval_top1", "two_way"}
+    assert names <= set(m["overall"])
+    # the simulated perception signal is strong: far above chance
+    assert m["overall"]["two_way"] > 0.8 and m["p_vs_chance"]["two_way"] < 0.01
+    lo, hi = m["ci"]["two_way"]
+    assert lo <= m["overall"]["two_way"] <= hi
+    assert m["overall"]["retrieval_top1"] > 5 * m["chance"]["retrieval_top1"]
+    assert (p_out / "README.md").read_text().startswith("# Evaluation")
+    trials = pd.read_csv(p_out / "per_trial.csv")
+    assert len(trials) > m["n_items"]  # single trials, more than the averaged items
+
+    assert main(["eval", "--index", str(sim["subj01_imagery"]), "--mode", "imagery",
+                 "--output-dir", str(i_out), "--perception-metrics",
+                 str(p_out / "metrics.json"), *common]) == 0
+    mi = json.loads((i_out / "metrics.json").read_text())
+    assert mi["n_items"] == 12  # simple + complex targets
+    assert set(mi["by_stimulus_set"]) == {"simple", "complex", "conceptual"}
+    tr = mi["transfer"]
+    assert tr["repetitions_matched"] == 8 and tr["n_targets"] == 12
+    assert tr["metrics"]["cosine"]["ci"][0] <= tr["metrics"]["cosine"]["ratio"]
+    assert "vs_perception_test" in tr
+    assert mi["bounds"]["upper_true_targets"]["two_way"] == 1.0
+
+
+def test_eval_refuses_other_subject(sim: dict[str, Path], caplog) -> None:
+    ckpt = sim["ridge"] / "checkpoints" / "decoder.pt"
+    rc = main(["eval", "--index", str(sim["subj02_nsd"]), "--checkpoint", str(ckpt),
+               "--targets", str(sim["targets"]), "--mode", "perception",
+               "--output-dir", str(sim["base"] / "bad")])
+    assert rc == 2
+    assert "subj01" in caplog.text and "subj02" in caplog.text
+    assert not (sim["base"] / "bad" / "metrics.json").exists()
+
+
+def test_pickled_checkpoint_is_refused(sim: dict[str, Path], tmp_path: Path, caplog) -> None:
+    class Payload:  # any pickled object, harmless here, must never be unpickled
+        pass
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "fmri2img.checkpoint", "obj": Payload()}, evil)
+    rc = main(["eval", "--index", str(sim["subj01_nsd"]), "--checkpoint", str(evil),
+               "--targets", str(sim["targets"]), "--output-dir", str(tmp_path / "e")])
+    assert rc == 2
+    assert "pickled" in caplog.text and "evil.pt" in caplog.text
+
+
+def test_torch_decoder_end_to_end(sim: dict[str, Path]) -> None:
+    out = sim["base"] / "mlp"
+    assert main(["train", "--index", str(sim["subj01_nsd"]), "--targets", str(sim["targets"]),
+                 "--model-type", "mlp", "--output-dir", str(out), "--epochs", "5", "--pca", "64",
+                 "--set", "hidden=[64]"]) == 0
+    hist = pd.read_csv(out / "logs" / "history.csv")
+    assert len(hist) == 5 and np.isfinite(hist["val_loss"]).all()
+    assert (out / "figures" / "loss_curve.png").exists()
+    assert main(["eval", "--index", str(sim["subj01_nsd"]), "--checkpoint",
+                 str(out / "checkpoints" / "decoder.pt"), "--targets", str(sim["targets"]),
+                 "--output-dir", str(out / "eval"), "--n-permutations", "100"]) == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SHARED_DATA, needs_shared
 
 from fmri2img.cli import main
 from fmri2img.models import registry
@@ -31,6 +32,10 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert main(["train", "--index", str(out["subj01_nsd"]), "--targets", str(out["targets"]),
                  "--model-type", "ridge", "--output-dir", str(out["ridge"])]) == 0
     return out
+
+
+class _Payload:
+    """Any pickled object (harmless here) that a checkpoint loader must never unpickle."""
 
 
 def test_registry_is_complete() -> None:
@@ -90,26 +95,25 @@ def test_eval_perception_and_imagery(sim: dict[str, Path]) -> None:
     assert mi["bounds"]["upper_true_targets"]["two_way"] == 1.0
 
 
-def test_eval_refuses_other_subject(sim: dict[str, Path], caplog) -> None:
+def test_eval_refuses_other_subject(sim: dict[str, Path], capsys) -> None:
     ckpt = sim["ridge"] / "checkpoints" / "decoder.pt"
     rc = main(["eval", "--index", str(sim["subj02_nsd"]), "--checkpoint", str(ckpt),
                "--targets", str(sim["targets"]), "--mode", "perception",
                "--output-dir", str(sim["base"] / "bad")])
     assert rc == 2
-    assert "subj01" in caplog.text and "subj02" in caplog.text
+    err = capsys.readouterr().err
+    assert "subj01" in err and "subj02" in err
     assert not (sim["base"] / "bad" / "metrics.json").exists()
 
 
-def test_pickled_checkpoint_is_refused(sim: dict[str, Path], tmp_path: Path, caplog) -> None:
-    class Payload:  # any pickled object, harmless here, must never be unpickled
-        pass
-
+def test_pickled_checkpoint_is_refused(sim: dict[str, Path], tmp_path: Path, capsys) -> None:
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "fmri2img.checkpoint", "obj": Payload()}, evil)
+    torch.save({"format": "fmri2img.checkpoint", "obj": _Payload()}, evil)
     rc = main(["eval", "--index", str(sim["subj01_nsd"]), "--checkpoint", str(evil),
                "--targets", str(sim["targets"]), "--output-dir", str(tmp_path / "e")])
     assert rc == 2
-    assert "pickled" in caplog.text and "evil.pt" in caplog.text
+    err = capsys.readouterr().err
+    assert "pickled" in err and "evil.pt" in err
 
 
 def test_torch_decoder_end_to_end(sim: dict[str, Path]) -> None:
@@ -123,3 +127,25 @@ def test_torch_decoder_end_to_end(sim: dict[str, Path]) -> None:
     assert main(["eval", "--index", str(sim["subj01_nsd"]), "--checkpoint",
                  str(out / "checkpoints" / "decoder.pt"), "--targets", str(sim["targets"]),
                  "--output-dir", str(out / "eval"), "--n-permutations", "100"]) == 0
+
+
+MIYAWAKI = SHARED_DATA / "miyawaki2008" / "miyawaki_conditions_2to5_combined_sharp.mat"
+
+
+@needs_shared(MIYAWAKI)
+def test_real_miyawaki_seed_workflow(tmp_path: Path) -> None:
+    """The seed decoder's workflow on real fMRI: .mat -> effnet-lite0 -> ridge -> eval."""
+    index, targets = tmp_path / "miy.parquet", tmp_path / "effnet.parquet"
+    assert main(["build-index", "--mat", str(MIYAWAKI), "--output", str(index)]) == 0
+    assert main(["embed-images", "--index", str(index), "--embedder", "effnet-lite0",
+                 "--output", str(targets)]) == 0
+    assert main(["train", "--index", str(index), "--targets", str(targets), "--model-type",
+                 "ridge", "--output-dir", str(tmp_path / "ridge")]) == 0
+    out = tmp_path / "eval"
+    assert main(["eval", "--index", str(index), "--targets", str(targets), "--checkpoint",
+                 str(tmp_path / "ridge" / "checkpoints" / "decoder.pt"),
+                 "--output-dir", str(out), "--n-permutations", "500"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_items"] == 10  # 12 test trials of 10 distinct stimuli, averaged
+    assert m["ci"]["two_way"][0] > 0.6 and m["p_vs_chance"]["two_way"] < 0.01
+    assert (out / "figures" / "retrieval_examples.png").exists()

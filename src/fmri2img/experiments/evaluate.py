@@ -248,10 +248,11 @@ def evaluate_perception(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexD
     per_item = score_items(pred, T, cfg, gallery, target_rows)
     result = summarize(per_item, pred, gallery, target_rows, cfg,
                        groups=items["stimulus"].to_numpy() if not cfg.average else None)
-    sets = items["stimulus_set"].fillna("nsd").to_numpy()
+    sets = items["stimulus_set"].fillna("all").to_numpy()
     result["by_stimulus_set"] = _by_groups(per_item, sets)
     result["by_stimulus"] = _by_stimulus(items, per_item)
     result["bounds"] = bounds(gallery, cfg)
+    result["_figure_data"] = (items, pred, T)
     per_trial = _per_trial_frame(rows, single, items.drop_duplicates("stimulus")
                                  if not cfg.average else items,
                                  T if cfg.average else gallery, cfg, "perception")
@@ -381,6 +382,7 @@ def evaluate_imagery(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData
         result["transfer"]["vs_perception_test"] = _ratio_to_perception(
             img["overall"], cfg.perception_metrics)
     result["bounds"] = bounds(img_raw["targets"], cfg)
+    result["_figure_data"] = (img_raw["items"], img_raw["pred"], img_raw["targets"])
     return result, pd.concat([img_trials, vis_trials], ignore_index=True)
 
 
@@ -392,6 +394,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     _check_fit(pipeline, meta, data, targets, cfg)
     fn = evaluate_perception if cfg.mode == "perception" else evaluate_imagery
     result, per_trial = fn(cfg, pipeline, data, targets)
+    figure_data = result.pop("_figure_data")
     result = {
         "mode": cfg.mode,
         "split": cfg.split,
@@ -409,10 +412,39 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     write_text(out / "per_trial.csv", per_trial.to_csv(index=False))
     write_text(out / "README.md", render_readme(result))
     cfg.save(out / "config_resolved.yaml")
+    write_figures(out / "figures", cfg, *figure_data,
+                  title=f"{meta['model_type']}, {data.subject}, {cfg.mode}")
     log.info("%s %s %s: %s", data.subject, meta["model_type"], cfg.mode,
              ", ".join(f"{k} {v:.3f}" for k, v in result["overall"].items()
                        if k in ("cosine", "retrieval_top1", "two_way")))
     return result
+
+
+# ----------------------------------------------------------------------------- figures
+def write_figures(folder: Path, cfg: EvalConfig, items: pd.DataFrame, pred: np.ndarray,
+                  targets: np.ndarray, title: str) -> None:
+    """Similarity distributions (own vs other targets) and, when the index's stimulus
+    images can be read, retrieval examples (stimulus, then its top-5 retrieved)."""
+    from fmri2img.report import figures
+
+    sims = M.cosine_matrix(pred, targets)
+    own = np.eye(len(sims), dtype=bool)
+    figures.similarity_distributions(sims[own], sims[~own], folder / "similarity_distributions",
+                                     title=title)
+    try:
+        from fmri2img.targets.images import index_stimuli
+
+        found = index_stimuli(cfg.index)
+        by_key = {st.key: st for st in found.stimuli}
+        wanted = [by_key.get(k) for k in items["stimulus"]]
+        if any(w is None or not w.has_image for w in wanted):
+            log.info("retrieval examples skipped: some scored stimuli have no image")
+            return
+        images = np.stack(found.load_images(wanted))
+    except (DataError, OSError, KeyError, ValueError) as exc:
+        log.info("retrieval examples skipped: stimulus images not readable (%s)", exc)
+        return
+    figures.retrieval_examples(images, sims, folder / "retrieval_examples", title=title)
 
 
 # ----------------------------------------------------------------------------- report

@@ -46,8 +46,11 @@ class StudyConfig(StrictModel):
     # decoding (H1); an empty list stops after the dataset summary
     models: list[str] = Field(default_factory=lambda: ["ridge", "mlp", "two_stage"])
     targets: Path | None = None  # default: the simulator's targets/clip_like.parquet
+    # decoder options per model type; sized for a 2-core CPU at the default scale
     model_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
-        "mlp": {"epochs": 40}, "two_stage": {"epochs": 40}})
+        "mlp": {"epochs": 30, "hidden": [512]},
+        "two_stage": {"epochs": 30, "width": 512},
+        "contrastive_mlp": {"epochs": 30}})
     n_permutations: int = 1000
     n_bootstrap: int = 2000
 

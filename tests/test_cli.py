@@ -57,11 +57,14 @@ def test_study_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
     args = ["study", "--out", str(out), "--scale", "small", "--subjects", "1", "5"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    for word in ("Perception", "Voxels per ROI", "NSD-Imagery", "subj01", "subj05", "ventral"):
+    for word in ("Perception", "Voxels per ROI", "NSD-Imagery", "subj01", "subj05", "ventral",
+                 "H1", "ridge", "two_stage", "ratio (cosine)"):
         assert word in text
     for name in ("summary.json", "study_config.yaml", "study_result.json",
                  "indices/subj01_nsd.parquet", "indices/subj05_imagery.parquet",
-                 "indices/subj01_nsd.splits.json", "data/ground_truth.json"):
+                 "indices/subj01_nsd.splits.json", "data/ground_truth.json",
+                 "decoders/subj05/mlp/checkpoints/decoder.pt",
+                 "eval/subj01/two_stage/imagery/metrics.json"):
         assert (out / name).exists(), name
     # a second run reuses the simulation and the caches
     assert main(args) == 0

@@ -149,3 +149,26 @@ def test_real_miyawaki_seed_workflow(tmp_path: Path) -> None:
     assert m["n_items"] == 10  # 12 test trials of 10 distinct stimuli, averaged
     assert m["ci"]["two_way"][0] > 0.6 and m["p_vs_chance"]["two_way"] < 0.01
     assert (out / "figures" / "retrieval_examples.png").exists()
+
+
+def test_null_simulation_transfer_ratio_contains_one(tmp_path: Path) -> None:
+    """Under --null imagery is statistically identical to perception: the matched-repetition
+    transfer ratio's CI must contain 1 (and imagery still decodes above chance)."""
+    root = tmp_path / "nsd"
+    assert main(["simulate", "--out", str(root), "--scale", "small", "--subjects", "1",
+                 "--null", "--no-images"]) == 0
+    targets = root / "targets" / "clip_like.parquet"
+    p_idx, i_idx = tmp_path / "p.parquet", tmp_path / "i.parquet"
+    assert main(["build-index", "--nsd-root", str(root), "--subject", "1",
+                 "--output", str(p_idx)]) == 0
+    assert main(["build-imagery-index", "--nsd-root", str(root), "--subject", "1",
+                 "--output", str(i_idx)]) == 0
+    assert main(["train", "--index", str(p_idx), "--targets", str(targets), "--model-type",
+                 "ridge", "--output-dir", str(tmp_path / "r")]) == 0
+    assert main(["eval", "--index", str(i_idx), "--targets", str(targets), "--mode", "imagery",
+                 "--checkpoint", str(tmp_path / "r" / "checkpoints" / "decoder.pt"),
+                 "--output-dir", str(tmp_path / "e"), "--n-permutations", "200"]) == 0
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    lo, hi = m["transfer"]["metrics"]["cosine"]["ci"]
+    assert lo <= 1.0 <= hi
+    assert m["ci"]["two_way"][0] > 0.5

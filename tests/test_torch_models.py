@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fmri2img.errors import DataError
 from fmri2img.models.base import Decoder, DecoderConfig
 from fmri2img.models.checkpoint import load_checkpoint, save_checkpoint
 from fmri2img.models.registry import build, get
@@ -233,7 +234,7 @@ def test_bad_calls_fail_clearly(data: Synthetic) -> None:
         model.fit(bad, data.Y)
     with pytest.raises(ValueError, match="both X_val and Y_val"):
         model.fit(data.X, data.Y, X_val=data.X)
-    with pytest.raises(RuntimeError, match="CUDA"):
+    with pytest.raises(DataError, match="CUDA"):
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
         build("mlp", data.p, data.d, {**TINY["mlp"], "device": "cuda"}).fit(data.X, data.Y)

@@ -84,24 +84,25 @@ def _row(subj: str, model: str, perc: dict, img: dict) -> dict[str, Any]:
 
 
 def _ci(m: dict[str, Any]) -> str:
-    return f"{m['value']:.3f} [{m['ci'][0]:.2f}, {m['ci'][1]:.2f}]"
+    return f"{m['value']:.2f} [{m['ci'][0]:.2f},{m['ci'][1]:.2f}]"
 
 
 def print_h1_table(rows: list[dict[str, Any]], console: Console) -> None:
-    table = Table(title="H1: perception-trained decoders on perception and imagery "
-                  "(value [95% CI])")
+    table = Table(title="H1: perception-trained decoders on perception and imagery, "
+                  "value [95% CI]")
     for col in ("subject", "model", "perc. top-1", "perc. 2-way", "vision 2-way",
-                "imagery 2-way", "imagery cosine", "transfer ratio (cosine)",
-                "transfer ratio (2-way)"):
-        table.add_column(col, justify="right" if col not in ("subject", "model") else "left")
+                "imagery 2-way", "ratio (cosine)", "ratio (2-way)"):
+        table.add_column(col, justify="right" if col not in ("subject", "model") else "left",
+                         no_wrap=True)
     for r in rows:
         table.add_row(
             r["subject"], r["model"],
             f"{_ci(r['perception']['retrieval_top1'])} /{r['perception_pool']}",
             _ci(r["perception"]["two_way"]), _ci(r["vision"]["two_way"]),
-            _ci(r["imagery"]["two_way"]), _ci(r["imagery"]["cosine"]),
-            _ci(r["transfer_ratio"]), _ci(r["transfer_ratio_two_way"]),
+            _ci(r["imagery"]["two_way"]), _ci(r["transfer_ratio"]),
+            _ci(r["transfer_ratio_two_way"]),
         )
     console.print(table)
-    console.print("transfer ratio = (imagery - chance) / (vision - chance) on the 12 scored "
-                  "NSD-Imagery targets, repetitions matched; imagery 2-way chance = 0.5")
+    console.print("perc. = NSD perception test images (top-1 in pools of /N); vision and "
+                  "imagery = the 12 simple + complex NSD-Imagery targets (2-way chance 0.5); "
+                  "ratio = (imagery - chance) / (vision - chance), repetitions matched")

@@ -17,9 +17,9 @@ Arrays in, arrays out; nothing here knows about configs or checkpoints. Two form
   route is all matrix-matrix work, so for a handful of alphas Cholesky is faster; ``"auto"``
   compares the two costs.
 * **primal** (for ``n >= p``): per fold, the training Gram ``Xt^T Xt`` is the full Gram
-  minus the fold's own (so ``X`` is read twice in all), and one eigendecomposition of it
-  scores every alpha; the refit is one eigendecomposition of the full Gram, targets grouped
-  by their alpha.
+  minus the fold's own (a downdate, not a new product over the training rows), and one
+  eigendecomposition of it scores every alpha; the refit is one eigendecomposition of the
+  full Gram, targets grouped by their alpha.
 
 Both give, up to rounding, exactly what fitting ``sklearn.linear_model.Ridge`` on every
 training fold for every alpha would give. Either runs on numpy/scipy or on torch (CPU or
@@ -29,7 +29,6 @@ CUDA) through the small :class:`_Ops` layer, so the algorithm is written once.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -768,7 +767,3 @@ def ridge_cv(
     log.info("ridge: %s form done in %.1f s (%.3g nominal GFLOP)", solver,
              result.info["seconds"], flops.total / 1e9)
     return result
-
-
-def gflops_rate(seconds: float, flops: float) -> float:
-    return flops / seconds / 1e9 if seconds > 0 else math.nan

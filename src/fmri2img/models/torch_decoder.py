@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -19,14 +18,13 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from fmri2img.devices import check_device_name, resolve_device
 from fmri2img.models.base import Decoder, DecoderConfig
 from fmri2img.training.losses import LossFn, get_loss, symmetric_infonce
 from fmri2img.training.seeding import seed_everything
 from fmri2img.training.trainer import (
-    DEVICE_PATTERN,
     TrainerConfig,
     grouped_holdout,
-    resolve_device,
     train,
 )
 
@@ -64,12 +62,7 @@ class TorchDecoderConfig(DecoderConfig):
     seed: int = 0
     device: str = "cpu"
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.match(DEVICE_PATTERN, v):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
-        return v
+    _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
 
 
 class DecoderNetwork(nn.Module):

@@ -42,9 +42,10 @@ from pydantic import Field, ValidationError, field_validator
 
 from fmri2img.config import StrictModel
 from fmri2img.data.checksum import BackgroundHasher, fingerprint_matches
+from fmri2img.devices import DEVICE_RE
 from fmri2img.errors import DataError
 from fmri2img.progress import progress
-from fmri2img.targets.embedders import DEVICE_RE, Embedder, make_embedder, parse_spec
+from fmri2img.targets.embedders import Embedder, make_embedder, parse_spec
 from fmri2img.targets.images import IndexStimuli, Stimulus, index_stimuli
 from fmri2img.targets.table import read_embedding_table, write_embedding_table
 

@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fmri2img.devices import resolve_device
 from fmri2img.errors import DataError
 from fmri2img.targets.images import rgb_array
 
@@ -54,26 +54,10 @@ log = logging.getLogger(__name__)
 
 ImageInput = Image.Image | np.ndarray
 RANDOM_INIT_SEED = 0
-DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".json", ".txt", ".model")
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``; an unavailable device is a clear error."""
-    text = str(device).strip().lower()
-    if not DEVICE_RE.match(text):
-        raise DataError(f"unknown device {device!r}: expected cpu, cuda, cuda:N or mps")
-    dev = torch.device(text)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DataError(f"device {device!r} requested but torch sees no CUDA device")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DataError(f"device {device!r} requested but only "
-                            f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DataError(f"device {device!r} requested but MPS is not available")
-    return dev
 
 
 def to_rgb(image: ImageInput) -> Image.Image:

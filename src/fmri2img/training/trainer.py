@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fmri2img.config import StrictModel
+from fmri2img.devices import check_device_name, resolve_device
 from fmri2img.errors import DataError
 from fmri2img.models.checkpoint import load_checkpoint, save_checkpoint
 from fmri2img.progress import progress
@@ -42,7 +42,6 @@ Batches = tuple[torch.Tensor, torch.Tensor] | DataLoader
 # callback(record of the finished epoch, model) -> True to stop training
 EpochCallback = Callable[[dict[str, Any], nn.Module], bool | None]
 
-DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?|mps)$"
 LAST = "last.pt"
 BEST = "best.pt"
 _LAST_KIND = "fmri2img.trainer.last"
@@ -73,12 +72,7 @@ class TrainerConfig(StrictModel):
     resume: bool = Field(True, description="continue from checkpoint_dir/last.pt if present")
     description: str = "training"
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.match(DEVICE_PATTERN, v):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
-        return v
+    _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
 
 
 @dataclass
@@ -103,22 +97,6 @@ class TrainResult:
         out = asdict(self)
         out["epochs_run"] = self.epochs_run
         return out
-
-
-def resolve_device(name: str) -> torch.device:
-    """``torch.device`` for a config string, failing early if it cannot be used."""
-    if not re.match(DEVICE_PATTERN, name):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {name!r} requested but only "
-                               f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("device 'mps' requested but MPS is not available")
-    return device
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:

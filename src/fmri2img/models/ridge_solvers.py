@@ -131,6 +131,10 @@ class _Ops:
     def clip_min(self, a: Any, value: float) -> Any:
         raise NotImplementedError
 
+    def tril(self, a: Any) -> Any:
+        """Lower triangle of ``a`` as a new array (a factor's other triangle is not zero)."""
+        raise NotImplementedError
+
     def addmm_(self, out: Any, a: Any, b: Any) -> None:
         """``out += a @ b`` in place (``out`` may be a view)."""
         raise NotImplementedError
@@ -140,6 +144,15 @@ class _Ops:
 
     def cholesky(self, a: Any) -> Any | None:
         """Lower Cholesky factor of ``a`` (may overwrite it), or None if not positive definite."""
+        raise NotImplementedError
+
+    def factor_buffer(self, a: Any) -> Any:
+        """Scratch space for :meth:`cholesky_shifted` of matrices shaped like ``a``."""
+        raise NotImplementedError
+
+    def cholesky_shifted(self, a: Any, shift: float, buffer: Any) -> Any | None:
+        """Lower Cholesky factor of ``a + shift I`` computed in ``buffer`` (no allocation
+        of an n x n matrix per call), or None if it is not positive definite."""
         raise NotImplementedError
 
     def cho_solve(self, chol: Any, b: Any) -> Any:
@@ -195,6 +208,9 @@ class _NumpyOps(_Ops):
     def clip_min(self, a: np.ndarray, value: float) -> np.ndarray:
         return np.maximum(a, value)
 
+    def tril(self, a: np.ndarray) -> np.ndarray:
+        return np.tril(a)
+
     def addmm_(self, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         out += a @ b
 
@@ -206,6 +222,15 @@ class _NumpyOps(_Ops):
             return scipy.linalg.cholesky(a, lower=True, overwrite_a=True, check_finite=False)
         except np.linalg.LinAlgError:
             return None
+
+    def factor_buffer(self, a: np.ndarray) -> np.ndarray:
+        return np.empty(a.shape, dtype=self.np_dtype, order="F")  # LAPACK factors F in place
+
+    def cholesky_shifted(self, a: np.ndarray, shift: float,
+                         buffer: np.ndarray) -> np.ndarray | None:
+        buffer.T[...] = a  # a is symmetric: a plain copy, not a transposing one
+        self.add_diag_(buffer, shift)
+        return self.cholesky(buffer)
 
     def cho_solve(self, chol: np.ndarray, b: np.ndarray) -> np.ndarray:
         return scipy.linalg.cho_solve((chol, True), b, check_finite=False)
@@ -264,6 +289,9 @@ class _TorchOps(_Ops):
     def clip_min(self, a: Any, value: float) -> Any:
         return a.clamp(min=value)
 
+    def tril(self, a: Any) -> Any:
+        return self.torch.tril(a)
+
     def addmm_(self, out: Any, a: Any, b: Any) -> None:
         out.addmm_(a, b)
 
@@ -273,6 +301,19 @@ class _TorchOps(_Ops):
     def cholesky(self, a: Any) -> Any | None:
         chol, info = self.torch.linalg.cholesky_ex(a)
         return chol if int(info) == 0 else None
+
+    def factor_buffer(self, a: Any) -> Any:
+        # column-major, the layout LAPACK/cuSOLVER factor in place: no hidden copies in
+        # the Cholesky and the triangular solves that follow
+        n = a.shape[0]
+        return self.torch.empty_strided((n, n), (1, n), dtype=self.dtype, device=self.device)
+
+    def cholesky_shifted(self, a: Any, shift: float, buffer: Any) -> Any | None:
+        buffer.mT.copy_(a)  # a is symmetric: a plain copy, not a transposing one
+        buffer.diagonal().add_(shift)
+        info = self.torch.empty((), dtype=self.torch.int32, device=self.device)
+        self.torch.linalg.cholesky_ex(buffer, out=(buffer, info))
+        return buffer if int(info) == 0 else None
 
     def cho_solve(self, chol: Any, b: Any) -> Any:
         return self.torch.cholesky_solve(b, chol)
@@ -386,31 +427,42 @@ def _chunk_width(n_rows: int, itemsize: int) -> int:
 
 
 def _centred_columns(
-    X: np.ndarray, rows: np.ndarray, mu: np.ndarray | None, ops: _Ops,
+    X: np.ndarray, mu: np.ndarray | None, ops: _Ops,
 ) -> Iterator[tuple[slice, Any]]:
-    """Column chunks of ``X[rows] - mu`` in the working dtype on the working device.
+    """Column chunks of ``X - mu`` in the working dtype on the working device.
 
-    Chunks keep the memory needed beyond ``X`` itself to a few tens of MB, and centring
-    happens in the wider of ``X``'s dtype and the working dtype, before any rounding.
+    Chunks keep the memory needed beyond ``X`` itself to a few tens of MB (``X`` is never
+    modified), and centring happens in the wider of ``X``'s dtype and the working dtype,
+    before any rounding, in the same pass as the copy.
     """
-    p = X.shape[1]
-    width = _chunk_width(len(rows), ops.np_dtype.itemsize)
+    n, p = X.shape
+    width = _chunk_width(n, ops.np_dtype.itemsize)
     wide = np.result_type(X.dtype, ops.np_dtype)
     for j0 in range(0, p, width):
         j1 = min(p, j0 + width)
-        block = np.take(X[:, j0:j1], rows, axis=0)  # a copy: X itself is never modified
         if mu is not None:
-            block = block.astype(wide, copy=False)
-            block -= mu[j0:j1].astype(wide)
+            block = np.subtract(X[:, j0:j1], mu[j0:j1].astype(wide), dtype=wide)
+        else:
+            block = X[:, j0:j1]
         yield slice(j0, j1), ops.asarray(block)
 
 
-def _row_blocks(n: int) -> np.ndarray:
+def _row_blocks(n: int, rows: int = 1024) -> np.ndarray:
     """Bounds of the row blocks used to build a symmetric product from its lower triangle:
-    about 1k rows each (still large enough for full GEMM speed), at most 8 blocks, which
-    leaves 36 of 64 block products, i.e. ~56% of the flops of the full product."""
-    n_blocks = int(min(8, max(1, n // 1024)))
+    at least ``rows`` rows each (still large enough for full GEMM speed), at most 8 blocks
+    (36 of 64 block products, ~56% of the flops of the full product)."""
+    n_blocks = int(min(8, max(1, n // rows)))
     return np.linspace(0, n, n_blocks + 1).astype(np.int64)
+
+
+def _gram(ops: _Ops, A: Any, flops: _Flops, out: Any = None) -> Any:
+    """``out + A A^T`` (``out`` defaults to zeros), from the lower block triangle only."""
+    if out is None:
+        out = ops.zeros((A.shape[0], A.shape[0]))
+    bounds = _row_blocks(A.shape[0], rows=448)
+    _add_outer_lower(ops, out, A, bounds, flops)
+    _mirror_lower(out, bounds)
+    return out
 
 
 def _add_outer_lower(ops: _Ops, K: Any, C: Any, bounds: np.ndarray, flops: _Flops) -> None:
@@ -438,7 +490,7 @@ def _mirror_lower(K: Any, bounds: np.ndarray) -> None:
 # the dual (kernel) form
 # ------------------------------------------------------------------------------------------
 class _EighFactor:
-    """``(K + alpha I)^{-1}`` for every alpha from one eigendecomposition of ``K``."""
+    """``M = (K + alpha I)^{-1}`` for every alpha from one eigendecomposition of ``K``."""
 
     def __init__(self, ops: _Ops, K: Any, Yc: Any, flops: _Flops):
         n = K.shape[0]
@@ -454,61 +506,85 @@ class _EighFactor:
         self.QtY = Q.T @ Yc
         flops.gemm(n, Yc.shape[1], n)
         self.w: Any = None
+        self.sqrt_w: Any = None
 
     def solve(self, alpha: float) -> Any:
+        """Dual coefficients ``M Yc`` at ``alpha`` (and remember alpha for the folds)."""
         n, k = self.QtY.shape
         self.w = 1.0 / (self.lam + alpha)
+        self.sqrt_w = self.w**0.5
         self.flops.gemm(n, k, n)
         return self.Q @ (self.w[:, None] * self.QtY)
 
-    def block(self, lo: int, hi: int) -> Any:
+    def residuals(self, lo: int, hi: int, c: Any, gamma: float) -> Any:
+        """``(M_vv - gamma 11^T)^{-1} c_v`` for the fold of rows ``lo:hi``."""
         Qv = self.Q[lo:hi]
-        self.flops.gemm(hi - lo, hi - lo, Qv.shape[1])
-        return (Qv * self.w) @ Qv.T
+        M = _gram(self.ops, Qv * self.sqrt_w, self.flops)  # Q_v diag(w) Q_v^T
+        if gamma:
+            M -= gamma
+        nv, k = hi - lo, c.shape[1]
+        self.flops.total += nv**3 / 3.0 + 2.0 * nv * nv * k
+        return self.ops.spd_solve(M, c[lo:hi])
 
 
 class _CholeskyFactor:
-    """``(K + alpha I)^{-1}`` for one alpha at a time from a Cholesky factor (rows in fold
-    order, so each fold's block of the inverse needs only the trailing part of the factor)."""
+    """``M = (K + alpha I)^{-1}`` for one alpha at a time from a Cholesky factor ``L``.
+
+    Rows are in fold order. For the fold ``v`` of rows ``lo:hi``, with ``r`` the rows after
+    it, ``L^{-1} E_v = [0; L_vv^{-1}; -G L_vv^{-1}]`` where ``G = L_rr^{-1} L_rv``, so
+    ``M_vv = L_vv^{-T} (I + G^T G) L_vv^{-1}``: one triangular solve with the rows *after*
+    the fold (not from the fold on, which would also invert ``L_vv`` explicitly) gives it,
+    and ``L_vv`` itself is never inverted.
+    """
 
     def __init__(self, ops: _Ops, K: Any, Yc: Any, flops: _Flops):
         self.ops, self.K, self.Yc, self.flops = ops, K, Yc, flops
         self.L: Any = None
+        self._buffer = ops.factor_buffer(K)  # one n x n buffer, refactored per alpha
 
     def solve(self, alpha: float) -> Any | None:
+        """Dual coefficients ``M Yc`` at ``alpha``, or None if ``K + alpha I`` is not
+        numerically positive definite."""
         n, k = self.Yc.shape
-        A = self.ops.copy(self.K)
-        self.ops.add_diag_(A, alpha)
-        self.L = self.ops.cholesky(A)
-        del A
+        self.L = self.ops.cholesky_shifted(self.K, alpha, self._buffer)
         self.flops.total += n**3 / 3.0
         if self.L is None:
             return None
         self.flops.total += 2.0 * n * n * k
         return self.ops.cho_solve(self.L, self.Yc)
 
-    def block(self, lo: int, hi: int) -> Any:
-        n, nv = self.L.shape[0], hi - lo
-        E = self.ops.zeros((n - lo, nv))
-        self.ops.add_diag_(E, 1.0)
-        W = self.ops.solve_lower(self.L[lo:, lo:], E)  # rows of L^{-1} E_v from lo on
-        self.flops.total += float(n - lo) ** 2 * nv
-        self.flops.gemm(nv, nv, n - lo)
-        return W.T @ W
+    def residuals(self, lo: int, hi: int, c: Any, gamma: float) -> Any:
+        """``(M_vv - gamma 11^T)^{-1} c_v = L_vv (I + G^T G - gamma u u^T)^{-1} L_vv^T c_v``
+        with ``u = L_vv^T 1``."""
+        ops, L = self.ops, self.L
+        n, nv, k = L.shape[0], hi - lo, c.shape[1]
+        Lvv = ops.tril(L[lo:hi, lo:hi])
+        B = ops.eye(nv)
+        if hi < n:
+            G = ops.solve_lower(L[hi:, hi:], L[hi:, lo:hi])
+            self.flops.total += float(n - hi) ** 2 * nv
+            B = _gram(ops, G.T, self.flops, out=B)
+        if gamma:
+            u = Lvv.sum(0)  # L_vv^T 1
+            B -= gamma * (u[:, None] * u[None, :])
+        z = ops.spd_solve(B, Lvv.T @ c[lo:hi])
+        self.flops.total += nv**3 / 3.0 + 2.0 * nv * nv * k
+        self.flops.gemm(nv, k, nv)
+        self.flops.gemm(nv, k, nv)
+        return Lvv @ z
 
 
 def choose_factorization(n: int, k: int, fold_sizes: np.ndarray, n_alphas: int) -> str:
     """"eigh" or "cholesky" for the dual form, whichever is cheaper by the cost model below
     (in GEMM-flop equivalents; the constant of the eigendecomposition is measured)."""
     sizes = np.asarray(fold_sizes, dtype=np.float64)
-    offsets = np.concatenate([[0.0], np.cumsum(sizes)[:-1]])
-    blocks_eigh = float(np.sum(2.0 * sizes**2 * n))
+    after = float(n) - np.cumsum(sizes)  # rows after each fold
+    folds_small = float(np.sum(sizes**3 / 3.0 + 6.0 * sizes**2 * k))  # per-fold solves
     eigh_cost = EIGH_COST_PER_N3 * n**3 + 2.0 * n * n * k + n_alphas * (
-        blocks_eigh + 2.0 * n * n * k)
-    trailing = float(n) - offsets
+        float(np.sum(2.0 * sizes**2 * n)) + 2.0 * n * n * k + folds_small)
     chol_cost = n_alphas * (
-        n**3 / 3.0 + float(np.sum(trailing**2 * sizes)) + float(np.sum(2.0 * sizes**2 * trailing))
-        + 2.0 * n * n * k)
+        n**3 / 3.0 + 2.0 * n * n * k + float(np.sum(after**2 * sizes))
+        + float(np.sum(2.0 * sizes**2 * after)) + folds_small)
     return "cholesky" if chol_cost < eigh_cost else "eigh"
 
 
@@ -531,9 +607,12 @@ def _cv_dual(
     t0 = time.perf_counter()
     K = ops.zeros((n, n))
     rb = _row_blocks(n)
-    for _, C in _centred_columns(X, perm, mu, ops):
+    for _, C in _centred_columns(X, mu, ops):
         _add_outer_lower(ops, K, C, rb, flops)
     _mirror_lower(K, rb)
+    idx = ops.index(perm)  # rows and columns in fold order; rebinding K frees each copy
+    K = K[idx]
+    K = K[:, idx]
     ops.sync()
     log.info("ridge: %d x %d kernel from %d features in %.1f s", n, n, p,
              time.perf_counter() - t0)
@@ -586,11 +665,7 @@ def _cv_dual(
         gamma = 1.0 / (n * (shift + alpha)) if fit_intercept else 0.0
         for v in range(n_folds):
             lo, hi = int(bounds[v]), int(bounds[v + 1])
-            M = factor.block(lo, hi)
-            if gamma:
-                M -= gamma
-            e = ops.spd_solve(M, c[lo:hi])  # validation residuals of the fit without fold v
-            flops.total += (hi - lo) ** 3 / 3.0 + 2.0 * (hi - lo) ** 2 * k
+            e = factor.residuals(lo, hi, c, gamma)  # of the fit without fold v, on fold v
             sse = ops.numpy((e * e).sum(0)).astype(np.float64)
             scores[a_idx] += _fold_score(sse, sst[v], hi - lo, scoring)
         scores[a_idx] /= n_folds
@@ -600,17 +675,19 @@ def _cv_dual(
     log.info("ridge: scored %d alphas in %.1f s", len(alphas), time.perf_counter() - t0)
     del eig, chol, factor, c, Yc  # free the n x n factors before the last pass over X
 
-    # coef = Xc^T c, from the same centred chunks (rows in fold order, like c)
+    # coef = Xc^T c, from the same centred chunks
     t0 = time.perf_counter()
-    dual = best.solution
+    dual = best.solution[ops.index(np.argsort(perm))]  # back to the rows' own order
+    alpha_index = best.alpha_index
+    del best
     coef = np.empty((p, k), dtype=ops.np_dtype)
-    for cols, C in _centred_columns(X, perm, mu, ops):
+    for cols, C in _centred_columns(X, mu, ops):
         coef[cols] = ops.numpy(C.T @ dual)
         flops.gemm(C.shape[1], k, n)
     log.info("ridge: primal weights in %.1f s", time.perf_counter() - t0)
     intercept = _intercept(ybar, mu, coef, ops.np_dtype)
     return RidgeCVResult(
-        coef=coef, intercept=intercept, alpha=alphas[best.alpha_index].astype(np.float64),
+        coef=coef, intercept=intercept, alpha=alphas[alpha_index].astype(np.float64),
         cv_scores=scores,
         info={"solver": "dual", "factorization": "+".join(sorted(used)),
               "n_folds": n_folds, "flops": flops.total},

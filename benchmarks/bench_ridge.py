@@ -163,6 +163,7 @@ def fit_ours(d: dict[str, np.ndarray], alphas: list[float], args: argparse.Names
     model = build("ridge", p, d["Y"].shape[1], {
         "alphas": alphas, "alpha_per_target": True, "n_folds": 5, "dtype": "float32",
         "backend": args.backend, "device": args.device, "seed": 0,
+        "factorization": args.factorization,
     })
     return model.fit(d["X"], d["Y"], groups=d["groups"])
 
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["torch", "numpy"], default="torch",
                     help="our backend (default torch)")
     ap.add_argument("--device", default="cpu", help="our torch device (default cpu)")
+    ap.add_argument("--factorization", choices=["auto", "eigh", "cholesky"], default="auto",
+                    help="our dual-form factorization (default auto)")
     ap.add_argument("--himalaya-backend", default="torch",
                     choices=["numpy", "torch", "torch_cuda"])
     ap.add_argument("--with-kernel-ridge", action="store_true",

@@ -43,11 +43,11 @@ Solver = Literal["auto", "primal", "dual"]
 Factorization = Literal["auto", "eigh", "cholesky"]
 Scoring = Literal["r2", "neg_mse"]
 
-# Cost of a symmetric eigendecomposition with eigenvectors, in GEMM-flop equivalents per n^3.
-# Its tridiagonal reduction does half its work as matrix-vector products that stream the
-# whole matrix from memory; measured on a 2-core AVX-512 VM (MKL, n = 9000, float32) it took
-# as long as ~12 n^3 GEMM flops. Only used to choose between "eigh" and "cholesky".
-EIGH_COST_PER_N3 = 12.0
+# Time of a symmetric eigendecomposition with eigenvectors, in GEMM flops per n^3. Its
+# tridiagonal reduction does half its work as matrix-vector products that stream the whole
+# matrix from memory: on the 2-core AVX-512 VM of the benchmark (MKL, float32, n = 9000) it
+# took 37 s, the time of ~13.6 n^3 GEMM flops. Only used to choose "eigh" or "cholesky".
+EIGH_COST_PER_N3 = 13.6
 # Nominal flop count of the same operation (tridiagonal reduction 4/3 n^3, back
 # transformation 2 n^3, divide and conquer ~ n^3), reported in the flop estimate.
 EIGH_FLOPS_PER_N3 = 13.0 / 3.0
@@ -575,17 +575,24 @@ class _CholeskyFactor:
 
 
 def choose_factorization(n: int, k: int, fold_sizes: np.ndarray, n_alphas: int) -> str:
-    """"eigh" or "cholesky" for the dual form, whichever is cheaper by the cost model below
-    (in GEMM-flop equivalents; the constant of the eigendecomposition is measured)."""
+    """"eigh" or "cholesky" for the dual form: whichever the cost model predicts faster.
+
+    Costs are in units of "time of one GEMM flop": each operation's flops divided by the
+    share of the GEMM rate it reaches, measured with MKL (torch) on the 2-core AVX-512 VM
+    the benchmark runs on, float32, n = 9000: Cholesky factor and solves ~60%, triangular
+    solves with many right-hand sides ~75%, the fold GEMMs ~75%, and the eigendecomposition
+    as a whole ``EIGH_COST_PER_N3 * n^3``. The model puts the break-even at ~20 alphas for
+    the benchmark's shape (measured: 37 s + 1.35 s per alpha against 3.3 s per alpha).
+    """
     sizes = np.asarray(fold_sizes, dtype=np.float64)
     after = float(n) - np.cumsum(sizes)  # rows after each fold
-    folds_small = float(np.sum(sizes**3 / 3.0 + 6.0 * sizes**2 * k))  # per-fold solves
-    eigh_cost = EIGH_COST_PER_N3 * n**3 + 2.0 * n * n * k + n_alphas * (
-        float(np.sum(2.0 * sizes**2 * n)) + 2.0 * n * n * k + folds_small)
-    chol_cost = n_alphas * (
-        n**3 / 3.0 + 2.0 * n * n * k + float(np.sum(after**2 * sizes))
-        + float(np.sum(2.0 * sizes**2 * after)) + folds_small)
-    return "cholesky" if chol_cost < eigh_cost else "eigh"
+    n3 = float(n) ** 3
+    small = float(np.sum(sizes**3 / 3.0 + 6.0 * sizes**2 * k)) / 0.75  # per-fold solves
+    eigh_per_alpha = (1.2 * float(np.sum(sizes**2)) * n + 2.0 * n * n * k) / 0.75 + small
+    eigh_cost = EIGH_COST_PER_N3 * n3 + 2.0 * n * n * k + n_alphas * eigh_per_alpha
+    chol_per_alpha = ((n3 / 3.0 + 2.0 * n * n * k) / 0.6 + float(np.sum(after**2 * sizes)) / 0.75
+                      + 1.2 * float(np.sum(sizes**2 * after)) + small)
+    return "cholesky" if n_alphas * chol_per_alpha < eigh_cost else "eigh"
 
 
 def _cv_dual(

@@ -9,6 +9,7 @@ which is all a checkpoint holds.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,7 +21,7 @@ class DecoderConfig(StrictModel):
     """Base of every decoder's options; subclasses add fields."""
 
 
-class Decoder:
+class Decoder(abc.ABC):
     name: ClassVar[str]
     Config: ClassVar[type[DecoderConfig]] = DecoderConfig
     # False for decoders that tune themselves by internal cross-validation (ridge): the
@@ -33,6 +34,7 @@ class Decoder:
         self.config = config if config is not None else self.Config()
 
     # -- learning -------------------------------------------------------------------------
+    @abc.abstractmethod
     def fit(
         self,
         X: np.ndarray,
@@ -48,22 +50,25 @@ class Decoder:
         stopping) keeps a stimulus's repetitions on one side. ``X_val``/``Y_val`` are a
         held-out validation set for decoders that stop early.
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def predict(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
     # -- persistence ----------------------------------------------------------------------
+    @abc.abstractmethod
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(named arrays, JSON-able metadata) of a fitted decoder."""
-        raise NotImplementedError
+        ...
 
     @classmethod
+    @abc.abstractmethod
     def from_state(
         cls, n_inputs: int, n_outputs: int, config: DecoderConfig,
         arrays: dict[str, np.ndarray], meta: dict[str, Any],
     ) -> Decoder:
-        raise NotImplementedError
+        ...
 
     # -- helpers --------------------------------------------------------------------------
     def _check_X(self, X: np.ndarray) -> np.ndarray:

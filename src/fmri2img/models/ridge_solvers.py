@@ -28,6 +28,7 @@ CUDA) through the small :class:`_Ops` layer, so the algorithm is written once.
 
 from __future__ import annotations
 
+import abc
 import logging
 import time
 from collections.abc import Iterator
@@ -104,62 +105,72 @@ def grouped_folds(groups: np.ndarray | None, n: int, n_folds: int, seed: int) ->
 # ------------------------------------------------------------------------------------------
 # backends
 # ------------------------------------------------------------------------------------------
-class _Ops:
+class _Ops(abc.ABC):
     """The few array operations the solvers need, for one backend, dtype and device."""
 
     name: str
     np_dtype: np.dtype
 
+    @abc.abstractmethod
     def asarray(self, a: np.ndarray) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def numpy(self, a: Any) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def zeros(self, shape: tuple[int, ...]) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def eye(self, n: int) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def copy(self, a: Any) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def add_diag_(self, a: Any, value: float) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def clip_min(self, a: Any, value: float) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def tril(self, a: Any) -> Any:
         """Lower triangle of ``a`` as a new array (a factor's other triangle is not zero)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def addmm_(self, out: Any, a: Any, b: Any) -> None:
         """``out += a @ b`` in place (``out`` may be a view)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def eigh(self, a: Any) -> tuple[Any, Any]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def cholesky(self, a: Any) -> Any | None:
         """Lower Cholesky factor of ``a`` (may overwrite it), or None if not positive definite."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def factor_buffer(self, a: Any) -> Any:
         """Scratch space for :meth:`cholesky_shifted` of matrices shaped like ``a``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cholesky_shifted(self, a: Any, shift: float, buffer: Any) -> Any | None:
         """Lower Cholesky factor of ``a + shift I`` computed in ``buffer`` (no allocation
         of an n x n matrix per call), or None if it is not positive definite."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cho_solve(self, chol: Any, b: Any) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def solve_lower(self, chol: Any, b: Any) -> Any:
-        raise NotImplementedError
+        ...
 
     def spd_solve(self, a: Any, b: Any) -> Any:
         """``a^{-1} b`` for symmetric positive definite ``a`` (a symmetric solve if its
@@ -169,8 +180,9 @@ class _Ops:
             return self.cho_solve(chol, b)
         return self._sym_solve(a, b)
 
+    @abc.abstractmethod
     def _sym_solve(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
+        ...
 
     def index(self, idx: np.ndarray) -> Any:
         """An index usable to select columns or rows of this backend's arrays."""
@@ -178,6 +190,7 @@ class _Ops:
 
     def sync(self) -> None:
         """Wait for queued device work, so that timings mean something."""
+        return None  # CPU backends run synchronously; the torch backend overrides this
 
 
 class _NumpyOps(_Ops):

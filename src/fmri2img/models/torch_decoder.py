@@ -8,6 +8,7 @@ to be preprocessed already (z-scored and usually PCA-reduced, see
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from typing import Any, ClassVar, Literal
@@ -100,9 +101,9 @@ class TorchDecoder(Decoder):
     config: TorchDecoderConfig
 
     # -- to implement -----------------------------------------------------------------------
+    @abc.abstractmethod
     def _build_body(self) -> nn.Module:
         """Network mapping (batch, n_inputs) to (batch, n_outputs)."""
-        raise NotImplementedError
 
     # -- building -------------------------------------------------------------------------
     def _build_network(self) -> DecoderNetwork:

@@ -135,6 +135,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _make(TrainConfig, args, TRAIN_OPTS)
     if args.no_zscore:
         cfg.zscore = False
+    if args.imagery_index:
+        from fmri2img.experiments.train_decoder import ImageryTraining
+
+        cfg.imagery = ImageryTraining(**{k: v for k, v in {
+            "index": args.imagery_index, "protocol": args.protocol, "n_folds": args.n_folds,
+            "fold": args.fold, "data_fraction": args.data_fraction,
+            "seed": args.seed}.items() if v is not None})
+    if args.no_perception:
+        cfg.include_perception = False
     if args.set:
         cfg.model = {**cfg.model, **_parse_sets(args.set)}
     train_decoder(cfg)
@@ -154,7 +163,43 @@ def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
 
 
 EVAL_OPTS = ("index", "checkpoint", "targets", "mode", "split", "output_dir", "pool_size",
-             "n_pools", "n_bootstrap", "n_permutations", "seed", "perception_metrics")
+             "n_pools", "n_bootstrap", "n_permutations", "seed", "perception_metrics",
+             "adapter_checkpoint", "adapter_type")
+
+ADAPTER_OPTS = ("index", "checkpoint", "targets", "output_dir", "model_type", "adapter", "hidden",
+                "dropout", "condition_token", "train_domain", "epochs", "lr", "weight_decay",
+                "batch_size", "loss", "early_stop_patience", "protocol", "n_folds", "fold",
+                "data_fraction", "n_averages", "split_train", "split_val", "seed", "device")
+FINETUNE_OPTS = ("index", "checkpoint", "targets", "output_dir", "epochs", "lr", "weight_decay",
+                 "batch_size", "loss", "early_stop_patience", "protocol", "n_folds", "fold",
+                 "data_fraction", "n_averages", "seed", "device")
+ABLATE_OPTS = ("index", "checkpoint", "targets", "output_dir", "perception_index", "model_type",
+               "subjects", "methods", "with_condition", "fractions", "protocol", "n_folds",
+               "epochs", "seed", "n_bootstrap", "n_permutations", "scheduler")
+
+
+def cmd_train_adapter(args: argparse.Namespace) -> None:
+    from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
+
+    train_adapter(_make(AdapterTrainConfig, args, ADAPTER_OPTS))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
+
+    finetune_decoder(_make(FinetuneConfig, args, FINETUNE_OPTS))
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from fmri2img.experiments.ablation import AblationConfig, run_ablation
+
+    cfg = _make(AblationConfig, args, ABLATE_OPTS)
+    run_ablation(cfg)
+    console = Console()
+    console.print((cfg.output_dir / "table_formatted.md").read_text())
+    console.print((cfg.output_dir / "hypotheses.md").read_text())
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -171,6 +216,22 @@ def _add_cache_flags(p: argparse.ArgumentParser) -> None:
                    "OUTPUT's folder/cache)")
     p.add_argument("--cache-dtype", choices=["float32", "float16"])
     p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
+
+
+def _add_protocol_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=["leave-targets-out", "held-out-repetitions"])
+    p.add_argument("--n-folds", type=int)
+    p.add_argument("--fold", type=int)
+    p.add_argument("--data-fraction", type=float, help="share of imagery training trials")
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--loss", choices=["cosine", "mse", "hybrid"])
+    p.add_argument("--early-stop-patience", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,13 +329,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-zscore", action="store_true", help="skip voxel z-scoring")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a decoder option, e.g. --set lr=3e-4 --set alphas=[1,10,100]")
+    p.add_argument("--imagery-index", type=Path, help="add imagery trials of a protocol fold "
+                   "(mixed training; with --no-perception: imagery only)")
+    p.add_argument("--no-perception", action="store_true",
+                   help="with --imagery-index: train on imagery trials alone")
+    _add_protocol_flags(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("train-adapter", help="adapter on a frozen decoder, trained on imagery")
+    p.add_argument("--index", type=Path, help="NSD-Imagery index")
+    p.add_argument("--checkpoint", type=Path, help="the frozen decoder")
+    p.add_argument("--targets", type=Path)
+    p.add_argument("--model-type", help="checked against the checkpoint")
+    p.add_argument("--adapter", choices=["linear", "mlp"])
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--condition-token", action="store_true", default=None,
+                   help="learned per-domain vectors; trains on imagery and vision trials")
+    p.add_argument("--train-domain", choices=["imagery", "perception"],
+                   help="perception: train on the session's vision trials (a control)")
+    p.add_argument("--output-dir", type=Path)
+    _add_training_flags(p)
+    _add_protocol_flags(p)
+    p.add_argument("--n-averages", type=int, help="repetition averages per target (32)")
+    p.add_argument("--split-train", help="use the index's split labels instead of a protocol")
+    p.add_argument("--split-val")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=cmd_train_adapter)
+
+    p = sub.add_parser("finetune", help="tune every weight of a decoder on imagery trials")
+    p.add_argument("--index", type=Path, help="NSD-Imagery index")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--targets", type=Path)
+    p.add_argument("--output-dir", type=Path)
+    _add_training_flags(p)
+    _add_protocol_flags(p)
+    p.add_argument("--n-averages", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("ablate", help="every transfer strategy x subject, tables, figures, "
+                       "hypothesis verdicts")
+    p.add_argument("--index", help="NSD-Imagery index; may hold {subject}")
+    p.add_argument("--checkpoint", help="perception decoder; may hold {subject}")
+    p.add_argument("--perception-index", help="NSD perception index (mixed, imagery_only, "
+                   "perception scores); may hold {subject}")
+    p.add_argument("--targets", type=Path)
+    p.add_argument("--model-type")
+    p.add_argument("--output-dir", type=Path)
+    p.add_argument("--subjects", type=int, nargs="+")
+    p.add_argument("--methods", nargs="+", help="direct adapter_linear adapter_mlp "
+                   "adapter_mlp_cond adapter_mlp_vision mixed finetune imagery_only")
+    p.add_argument("--with-condition", action="store_true", default=None,
+                   help="add the conditioned mlp adapter")
+    p.add_argument("--fractions", type=float, nargs="+",
+                   help="shares of the imagery training trials, e.g. 0.1 0.2 0.5 1")
+    p.add_argument("--protocol", choices=["leave-targets-out", "held-out-repetitions"])
+    p.add_argument("--n-folds", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--n-bootstrap", type=int)
+    p.add_argument("--n-permutations", type=int)
+    p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default: "
+                   "run cells in this process")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=cmd_ablate)
+
     p = sub.add_parser("eval", help="score a decoder on perception or imagery trials")
     p.add_argument("--index", type=Path)
-    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--checkpoint", type=Path, nargs="+",
+                   help="decoder, or one per fold of a protocol")
+    p.add_argument("--adapter-checkpoint", type=Path, nargs="+",
+                   help="adapter(s) applied to imagery trials, one per fold")
+    p.add_argument("--adapter-type", choices=["auto", "linear", "mlp"])
     p.add_argument("--targets", type=Path)
     p.add_argument("--mode", choices=["perception", "imagery"])
     p.add_argument("--split")

@@ -31,15 +31,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fmri2img.atomic import write_json, write_text
 from fmri2img.config import StrictModel
 from fmri2img.errors import DataError
 from fmri2img.eval import metrics as M
 from fmri2img.eval import stats as S
-from fmri2img.experiments.trial_data import IndexData, Targets, average_by_stimulus
-from fmri2img.models.pipeline import DecoderPipeline
+from fmri2img.experiments.predictors import Predictor
+from fmri2img.experiments.trial_data import IndexData, Targets
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,11 @@ PRIMARY_RATIO_METRIC = "cosine"
 
 class EvalConfig(StrictModel):
     index: Path
-    checkpoint: Path
+    # one decoder, or one per cross-validation fold (each scores only what it did not see)
+    checkpoint: list[Path]
+    # adapters on the decoder output (imagery trials only), one per fold
+    adapter_checkpoint: list[Path] = Field(default_factory=list)
+    adapter_type: Literal["auto", "linear", "mlp"] = "auto"
     targets: Path
     mode: Literal["perception", "imagery"] = "perception"
     split: str = "test"
@@ -64,6 +68,12 @@ class EvalConfig(StrictModel):
     scored_sets: list[str] = Field(default_factory=lambda: ["simple", "complex"])
     n_subsets: int = 20  # draws of matched repetition subsets for the transfer ratio
     perception_metrics: Path | None = None  # metrics.json of a perception eval
+    figures: bool = True  # similarity distributions and retrieval examples
+
+    @field_validator("checkpoint", "adapter_checkpoint", mode="before")
+    @classmethod
+    def _as_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (str, Path)) else v
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -154,8 +164,14 @@ def bounds(targets: np.ndarray, cfg: EvalConfig) -> dict[str, dict[str, float]]:
 
 
 # ----------------------------------------------------------------------------- modes
-def _check_fit(pipeline: DecoderPipeline, meta: dict[str, Any], data: IndexData,
-               targets: Targets, cfg: EvalConfig) -> None:
+def _check_fit(predictor: Predictor, data: IndexData, targets: Targets,
+               cfg: EvalConfig) -> None:
+    for member in predictor.members:
+        _check_member(member.pipeline, member.meta, data, targets, cfg)
+
+
+def _check_member(pipeline: Any, meta: dict[str, Any], data: IndexData,
+                  targets: Targets, cfg: EvalConfig) -> None:
     trained = meta.get("data", {})
     if pipeline.n_inputs != data.n_voxels:
         raise DataError(
@@ -175,22 +191,26 @@ def _check_fit(pipeline: DecoderPipeline, meta: dict[str, Any], data: IndexData,
                     cfg.targets, (meta.get("targets") or {}).get("path"))
 
 
-def _predict_items(pipeline: DecoderPipeline, data: IndexData, rows: pd.DataFrame,
-                   targets: Targets, average: bool,
-                   max_repetitions: int | None = None,
-                   rng: np.random.Generator | None = None
+def _scorable(predictor: Predictor, data: IndexData, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows some model did not see in training (all rows without imagery training)."""
+    if len(predictor.members) == 1 and not predictor.first.seen:
+        return rows
+    return rows[predictor.keep(rows, data.index_checksum)]
+
+
+def _predict_items(predictor: Predictor, data: IndexData, rows: pd.DataFrame,
+                   targets: Targets, average: bool, domain: str
                    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """(item table, item predictions, item targets, single-trial predictions)."""
     X = data.betas(rows)
+    single = predictor.predict_trials(rows, X, domain, data.index_checksum)
     if average:
-        info, Xa = average_by_stimulus(rows, X, max_repetitions, rng)
+        info, pred = predictor.predict_items(rows, X, domain, data.index_checksum)
     else:
         info = rows[["stimulus", "stimulus_set", "target_code", "stimulus_id"]].reset_index(
             drop=True).assign(n_trials=1)
-        Xa = X
-    pred = pipeline.predict(Xa)
+        pred = single
     T = targets.rows(info["stimulus"].tolist())
-    single = pipeline.predict(X) if average else pred
     return info, pred, T, single
 
 
@@ -232,12 +252,13 @@ def _by_stimulus(items: pd.DataFrame, per_item: dict[str, np.ndarray]) -> dict[s
     }
 
 
-def evaluate_perception(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData,
+def evaluate_perception(cfg: EvalConfig, predictor: Predictor, data: IndexData,
                         targets: Targets) -> tuple[dict[str, Any], pd.DataFrame]:
-    rows = data.select(splits=[cfg.split], domains=["perception"])
+    rows = _scorable(predictor, data, data.select(splits=[cfg.split], domains=["perception"]))
     if len(rows) < 2:
         raise DataError(f"{len(rows)} perception trials in split {cfg.split!r}", cfg.index)
-    items, pred, T, single = _predict_items(pipeline, data, rows, targets, cfg.average)
+    items, pred, T, single = _predict_items(predictor, data, rows, targets, cfg.average,
+                                            "perception")
     if not cfg.average and items["stimulus"].duplicated().any():
         # single trials share targets: score them against the unique targets
         uniq = list(dict.fromkeys(items["stimulus"]))
@@ -259,24 +280,26 @@ def evaluate_perception(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexD
     return result, per_trial
 
 
-def _domain_block(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData,
+def _domain_block(cfg: EvalConfig, predictor: Predictor, data: IndexData,
                   targets: Targets, domain: str) -> tuple[dict[str, Any], pd.DataFrame, dict]:
     """Scored (simple + complex) items of one domain of the imagery session, plus the
     conceptual items scored against all of that domain's targets."""
-    rows = data.select(splits=[cfg.split], domains=[domain], stimulus_sets=cfg.scored_sets)
+    rows = _scorable(predictor, data, data.select(splits=[cfg.split], domains=[domain],
+                                                  stimulus_sets=cfg.scored_sets))
     if rows["stimulus"].nunique() < 2:
         raise DataError(f"{rows['stimulus'].nunique()} scored {domain} targets in split "
-                        f"{cfg.split!r} (sets {cfg.scored_sets})", cfg.index)
-    items, pred, T, single = _predict_items(pipeline, data, rows, targets, True)
+                        f"{cfg.split!r} (sets {cfg.scored_sets}) that the model did not see "
+                        "in training", cfg.index)
+    items, pred, T, single = _predict_items(predictor, data, rows, targets, True, domain)
     per_item = score_items(pred, T, cfg)
     block = summarize(per_item, pred, T, np.arange(len(T)), cfg)
     by_set = _by_groups(per_item, items["stimulus_set"].to_numpy())
     per_trial = _per_trial_frame(rows, single, items, T, cfg, domain)
-    others = data.select(splits=[cfg.split], domains=[domain])
+    others = _scorable(predictor, data, data.select(splits=[cfg.split], domains=[domain]))
     others = others[~others["stimulus_set"].isin(cfg.scored_sets)]
     if len(others):
         all_rows = data.select(splits=[cfg.split], domains=[domain])
-        o_items, o_pred, _, _ = _predict_items(pipeline, data, others, targets, True)
+        o_items, o_pred, _, _ = _predict_items(predictor, data, others, targets, True, domain)
         all_keys = list(dict.fromkeys(sorted(all_rows["stimulus"])))
         gallery = targets.rows(all_keys)
         idx = np.array([all_keys.index(k) for k in o_items["stimulus"]])
@@ -297,7 +320,7 @@ def _domain_block(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData,
     return block, per_trial, {"items": items, "pred": pred, "targets": T, "rows": rows}
 
 
-def transfer_ratio(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData,
+def transfer_ratio(cfg: EvalConfig, predictor: Predictor, data: IndexData,
                    targets: Targets, vis_rows: pd.DataFrame,
                    img_rows: pd.DataFrame) -> dict[str, Any]:
     """Imagery over vision on the same targets, both averaged over the same number of
@@ -314,10 +337,11 @@ def transfer_ratio(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData,
     T = targets.rows(common)
     acc: dict[str, dict[str, list[np.ndarray]]] = {"vision": {}, "imagery": {}}
     for _ in range(cfg.n_subsets):
-        for name, rows, X in (("vision", vis_rows, X_vis), ("imagery", img_rows, X_img)):
-            items, Xa = average_by_stimulus(rows, X, m, rng)
+        for name, rows, X, domain in (("vision", vis_rows, X_vis, "perception"),
+                                      ("imagery", img_rows, X_img, "imagery")):
+            items, pred = predictor.predict_items(rows, X, domain, data.index_checksum, m, rng)
             assert list(items["stimulus"]) == common
-            for k, v in score_items(pipeline.predict(Xa), T, cfg).items():
+            for k, v in score_items(pred, T, cfg).items():
                 acc[name].setdefault(k, []).append(v)
     per_target = {name: {k: np.mean(v, axis=0) for k, v in d.items()} for name, d in acc.items()}
     chance = M.chance_levels(cfg.ks, cfg.pool_size, gallery_size=len(T), n_predictions=len(T))
@@ -369,14 +393,14 @@ def _ratio_to_perception(imagery_overall: dict[str, float], path: Path) -> dict[
                      "for like", "perception_metrics": str(path), "ratios": out}
 
 
-def evaluate_imagery(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData,
+def evaluate_imagery(cfg: EvalConfig, predictor: Predictor, data: IndexData,
                      targets: Targets) -> tuple[dict[str, Any], pd.DataFrame]:
-    img, img_trials, img_raw = _domain_block(cfg, pipeline, data, targets, "imagery")
-    vis, vis_trials, vis_raw = _domain_block(cfg, pipeline, data, targets, "perception")
+    img, img_trials, img_raw = _domain_block(cfg, predictor, data, targets, "imagery")
+    vis, vis_trials, vis_raw = _domain_block(cfg, predictor, data, targets, "perception")
     result = dict(img)
     result["vision"] = {k: vis[k] for k in ("overall", "ci", "p_vs_chance", "by_stimulus_set",
                                             "n_items")}
-    result["transfer"] = transfer_ratio(cfg, pipeline, data, targets, vis_raw["rows"],
+    result["transfer"] = transfer_ratio(cfg, predictor, data, targets, vis_raw["rows"],
                                         img_raw["rows"])
     if cfg.perception_metrics is not None:
         result["transfer"]["vs_perception_test"] = _ratio_to_perception(
@@ -388,12 +412,13 @@ def evaluate_imagery(cfg: EvalConfig, pipeline: DecoderPipeline, data: IndexData
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
-    pipeline, meta = DecoderPipeline.load(cfg.checkpoint)
+    predictor = Predictor.load(cfg.checkpoint, cfg.adapter_checkpoint, cfg.adapter_type)
+    meta = predictor.first.meta
     data = IndexData.open(cfg.index)
     targets = Targets.open(cfg.targets)
-    _check_fit(pipeline, meta, data, targets, cfg)
+    _check_fit(predictor, data, targets, cfg)
     fn = evaluate_perception if cfg.mode == "perception" else evaluate_imagery
-    result, per_trial = fn(cfg, pipeline, data, targets)
+    result, per_trial = fn(cfg, predictor, data, targets)
     figure_data = result.pop("_figure_data")
     result = {
         "mode": cfg.mode,
@@ -402,8 +427,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "model_type": meta["model_type"],
         **result,
         "config": cfg.resolved(),
-        "checkpoint": {"path": str(cfg.checkpoint), "trained_on": meta.get("data"),
-                       "train": meta.get("train")},
+        "checkpoint": {"path": ", ".join(str(p) for p in cfg.checkpoint),
+                       "trained_on": meta.get("data"), "train": meta.get("train")},
+        "protocol": predictor.protocol(),
+        "adapter": _adapter_summary(predictor, cfg),
         "data": data.provenance(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -412,12 +439,26 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     write_text(out / "per_trial.csv", per_trial.to_csv(index=False))
     write_text(out / "README.md", render_readme(result))
     cfg.save(out / "config_resolved.yaml")
-    write_figures(out / "figures", cfg, *figure_data,
-                  title=f"{meta['model_type']}, {data.subject}, {cfg.mode}")
+    if cfg.figures:
+        write_figures(out / "figures", cfg, *figure_data,
+                      title=f"{meta['model_type']}, {data.subject}, {cfg.mode}")
     log.info("%s %s %s: %s", data.subject, meta["model_type"], cfg.mode,
              ", ".join(f"{k} {v:.3f}" for k, v in result["overall"].items()
                        if k in ("cosine", "retrieval_top1", "two_way")))
     return result
+
+
+def _adapter_summary(predictor: Predictor, cfg: EvalConfig) -> dict[str, Any] | None:
+    if not predictor.has_adapter:
+        return None
+    metas = [m.adapter_meta for m in predictor.members if m.adapter_meta]
+    return {
+        "checkpoints": [str(p) for p in cfg.adapter_checkpoint],
+        "type": metas[0]["adapter_type"],
+        "condition": bool(metas[0]["adapter_config"].get("condition")),
+        "n_parameters": metas[0]["n_parameters"],
+        "applied_to": "imagery trials only (perception and vision trials: adapter off)",
+    }
 
 
 # ----------------------------------------------------------------------------- figures

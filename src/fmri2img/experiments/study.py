@@ -53,6 +53,12 @@ class StudyConfig(StrictModel):
         "contrastive_mlp": {"epochs": 30}})
     n_permutations: int = 1000
     n_bootstrap: int = 2000
+    # transfer ablation (H2, H3) on this decoder; None or no methods: skip it
+    ablation_model: str | None = "ridge"
+    ablation_methods: list[str] = Field(default_factory=lambda: [
+        "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond", "adapter_mlp_vision",
+        "mixed", "finetune", "imagery_only"])
+    ablation_permutations: int = 200  # per cell; the H1 evaluations keep n_permutations
 
 
 def ensure_simulated(cfg: StudyConfig) -> Path:
@@ -71,6 +77,30 @@ def ensure_simulated(cfg: StudyConfig) -> Path:
     write_text(marker, yaml.safe_dump(wanted, sort_keys=True))
     log.info("simulated %s-scale dataset in %.1f s", cfg.scale, time.perf_counter() - t0)
     return root
+
+
+def run_study_ablation(cfg: StudyConfig, idx_dir: Path, targets: Path,
+                       console: Console) -> dict[str, Any]:
+    """The transfer ablation on every subject, from the H1 decoders; prints the table and
+    the H1-H3 verdicts."""
+    from fmri2img.experiments.ablation import AblationConfig, run_ablation
+    from fmri2img.experiments.train_decoder import checkpoint_path
+
+    methods = [m for m in cfg.ablation_methods if m != "adapter_mlp_cond"]
+    acfg = AblationConfig(
+        index=str(idx_dir / "{subject}_imagery.parquet"),
+        perception_index=str(idx_dir / "{subject}_nsd.parquet"),
+        checkpoint=str(checkpoint_path(cfg.out / "decoders" / "{subject}" /
+                                       str(cfg.ablation_model))),
+        targets=targets, output_dir=cfg.out / "ablation", subjects=cfg.subjects,
+        methods=methods, with_condition="adapter_mlp_cond" in cfg.ablation_methods,
+        seed=cfg.seed, n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.ablation_permutations)
+    out = run_ablation(acfg)
+    console.print(f"[bold]Transfer ablation ({cfg.ablation_model}, leave-targets-out)[/bold]")
+    console.print((acfg.output_dir / "results_table.md").read_text())
+    console.print((acfg.output_dir / "hypotheses.md").read_text())
+    return {"output_dir": str(acfg.output_dir), "hypotheses": out["hypotheses"],
+            "seconds": out["seconds"]}
 
 
 def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
@@ -101,6 +131,8 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
         rows = run_h1(cfg, idx_dir, targets)
         result["h1"] = rows
         print_h1_table(rows, console)
+        if cfg.ablation_model in cfg.models and cfg.ablation_methods:
+            result["ablation"] = run_study_ablation(cfg, idx_dir, targets, console)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(cfg.out / "study_result.json", result)
     console.print(f"done in {result['seconds']} s; outputs in {cfg.out}")

@@ -48,6 +48,13 @@ class IndexData:
     def n_voxels(self) -> int:
         return self.cache.n_voxels
 
+    @property
+    def index_checksum(self) -> str:
+        """Checksum of the index file: cache rows are only comparable within one index."""
+        if "_checksum" not in self.__dict__:
+            self.__dict__["_checksum"] = file_checksum(self.path)
+        return self.__dict__["_checksum"]
+
     def select(self, splits: Sequence[str] | None = None,
                domains: Sequence[str] | None = None,
                stimulus_sets: Sequence[str] | None = None) -> pd.DataFrame:
@@ -70,7 +77,7 @@ class IndexData:
         manifest = self.cache.manifest
         return {
             "index": str(self.path.resolve()),
-            "index_checksum": file_checksum(self.path),
+            "index_checksum": self.index_checksum,
             "splits_checksum": file_checksum(splits) if splits.exists() else None,
             "subject": self.subject,
             "dataset": str(self.frame["dataset"].iloc[0]) if len(self.frame) else None,
@@ -150,3 +157,27 @@ def average_by_stimulus(rows: pd.DataFrame, X: np.ndarray,
         "n_trials": counts,
     })
     return info, out
+
+
+def subset_averages(keys: np.ndarray, X: np.ndarray, n_per_key: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n_per_key`` averages per key, each over a random subset of that key's rows whose
+    size is drawn uniformly from 1 to all of them.
+
+    Models trained on single trials and scored on averaged ones see noise levels at test
+    they never met in training; these averages cover the whole range in between (training
+    data for adapters and fine-tuning on a few hundred imagery trials). Returns
+    (averages (n, V) float32, their keys).
+    """
+    keys = np.asarray(keys)
+    uniq = np.unique(keys)
+    out = np.empty((len(uniq) * n_per_key, X.shape[1]), dtype=np.float32)
+    out_keys = np.repeat(uniq, n_per_key)
+    i = 0
+    for key in uniq:
+        members = np.flatnonzero(keys == key)
+        for _ in range(n_per_key):
+            size = int(rng.integers(1, len(members) + 1))
+            out[i] = X[rng.choice(members, size=size, replace=False)].mean(axis=0)
+            i += 1
+    return out, out_keys

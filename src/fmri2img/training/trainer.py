@@ -524,3 +524,28 @@ def train(
         stopped_early=loop.stopped_early, resumed_from=resumed_from, seconds=loop.seconds,
         steps=loop.step, extra=extra,
     )
+
+
+def train_from_start(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_data: Batches,
+    val_data: Batches | None,
+    config: TrainerConfig,
+    *,
+    extra_meta: dict[str, Any] | None = None,
+) -> tuple[TrainResult, float | None, bool]:
+    """:func:`train` for models that start from a solution (an identity adapter, a decoder
+    to fine-tune): when no epoch beats the starting weights on the validation data, the
+    starting weights are kept. Returns (result, starting validation loss, kept start)."""
+    if val_data is None:
+        return train(model, loss_fn, train_data, None, config, extra_meta=extra_meta), None, False
+    start = evaluate(model, loss_fn, _prepare(val_data, torch.device("cpu"), "validation"))
+    initial = _cpu_state(model)
+    result = train(model, loss_fn, train_data, val_data, config, extra_meta=extra_meta)
+    if result.best_val_loss is None or result.best_val_loss < start - config.min_delta:
+        return result, start, False
+    model.load_state_dict(initial)
+    logger.info("%s: no epoch beat the starting weights on validation (%.5g); kept them",
+                config.description, start)
+    return result, start, True

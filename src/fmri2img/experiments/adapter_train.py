@@ -1,0 +1,258 @@
+"""``fmri2img train-adapter``: an adapter on the output of a frozen perception decoder,
+trained on imagery trials of an NSD-Imagery index.
+
+The decoder is only ever asked for predictions (it is loaded, used, never written; its
+checkpoint's checksum is recorded and checked again at the end), so the adapter is the only
+thing that learns. Trials are chosen by a protocol (:mod:`imagery_protocol`, default
+leave-targets-out) or, with ``split_train``/``split_val``, by the index's own split labels.
+Training examples are decoder outputs of repetition averages of random size
+(:func:`subset_averages`), the targets the stimuli's embeddings.
+
+Outputs in ``output_dir``: ``checkpoints/adapter_best.pt`` and ``adapter_last.pt`` (tensors
++ JSON, with what the adapter saw so evaluation can exclude it), ``checkpoints/trainer/``
+(resume state: a killed run restarted with the same command continues), ``logs/history.csv``,
+``cache/targets.npz`` (the target rows used), ``metrics_train.json``, ``metrics_val.json``,
+``config_resolved.yaml`` and ``figures/loss_curve.{png,pdf}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from fmri2img.atomic import atomic_path, write_json, write_text
+from fmri2img.config import StrictModel
+from fmri2img.data.checksum import file_checksum
+from fmri2img.devices import check_device_name
+from fmri2img.errors import DataError
+from fmri2img.eval import metrics as M
+from fmri2img.experiments.imagery_protocol import PROTOCOLS, Fold, make_fold, usable_rows
+from fmri2img.experiments.trial_data import IndexData, Targets, average_by_stimulus, subset_averages
+from fmri2img.models.pipeline import DecoderPipeline
+
+log = logging.getLogger(__name__)
+
+BEST = "checkpoints/adapter_best.pt"
+LAST = "checkpoints/adapter_last.pt"
+
+
+class AdapterTrainConfig(StrictModel):
+    index: Path  # an NSD-Imagery index
+    checkpoint: Path  # the frozen decoder
+    targets: Path
+    output_dir: Path
+    model_type: str | None = None  # checked against the checkpoint when given
+    adapter: Literal["linear", "mlp"] = "mlp"
+    hidden: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    condition_token: bool = False  # per-domain vectors; trains on vision trials too
+    train_domain: Literal["imagery", "perception"] = "imagery"  # perception: a control
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
+    early_stop_patience: int | None = Field(10, ge=1)
+    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
+    n_folds: int = Field(6, ge=2)
+    fold: int = Field(0, ge=0)
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    n_averages: int = Field(32, ge=1, description="repetition averages per target and epoch")
+    split_train: str | None = None  # use the index's split labels instead of a protocol
+    split_val: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _check(self) -> AdapterTrainConfig:
+        check_device_name(self.device)
+        if (self.split_train is None) != (self.split_val is None):
+            raise ValueError("give both split_train and split_val, or neither")
+        if self.fold >= self.n_folds:
+            raise ValueError(f"fold {self.fold} does not exist with n_folds {self.n_folds}")
+        if self.condition_token and self.train_domain != "imagery":
+            raise ValueError("a conditioned adapter trains on both domains; leave "
+                             "train_domain at imagery")
+        return self
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return ("imagery", "perception") if self.condition_token else (self.train_domain,)
+
+
+def _fold(cfg: AdapterTrainConfig, data: IndexData) -> Fold:
+    if cfg.split_train is None:
+        return make_fold(data.frame, protocol=cfg.protocol, fold=cfg.fold, n_folds=cfg.n_folds,
+                         seed=cfg.seed, data_fraction=cfg.data_fraction, domains=cfg.domains,
+                         source=cfg.index)
+    rows = usable_rows(data.frame, cfg.domains)
+    train = rows[rows["split"] == cfg.split_train]
+    val = rows[rows["split"] == cfg.split_val]
+    if len(train) == 0:
+        raise DataError(f"no {'/'.join(cfg.domains)} rows in split {cfg.split_train!r}",
+                        cfg.index)
+    test = sorted(set(rows["stimulus"]) - set(train["stimulus"]) - set(val["stimulus"]))
+    return Fold("index-splits", 0, 1, train, val, test)
+
+
+def domain_examples(pipeline: DecoderPipeline, data: IndexData, rows: pd.DataFrame,
+                    targets: Targets, n_averages: int, rng: np.random.Generator,
+                    condition: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(decoder outputs, target embeddings, domain of each example) of repetition averages
+    drawn per (domain, target); inputs are packed with the domain code when
+    ``condition``."""
+    from fmri2img.models.adapters import pack
+
+    xs, ys, doms = [], [], []
+    for domain, part in rows.groupby("domain", sort=True):
+        if not len(part):
+            continue
+        avg, keys = subset_averages(part["stimulus"].to_numpy(), data.betas(part), n_averages,
+                                    rng)
+        xs.append(pipeline.predict(avg))
+        ys.append(targets.rows(list(keys)))
+        doms += [str(domain)] * len(keys)
+    x = np.concatenate(xs)
+    if condition:
+        x = pack(x, doms)
+    return x, np.concatenate(ys), np.array(doms)
+
+
+def _item_metrics(pipeline: DecoderPipeline, adapter: Any, data: IndexData,
+                  rows: pd.DataFrame, targets: Targets) -> dict[str, Any]:
+    """Base vs adapted decoder on these rows' imagery trials, averaged per target."""
+    from fmri2img.models.adapters import apply_adapter
+
+    rows = rows[rows["domain"] == "imagery"]
+    if rows["stimulus"].nunique() < 2:
+        return {"n_items": int(rows["stimulus"].nunique()),
+                "note": "fewer than 2 imagery targets"}
+    info, Xa = average_by_stimulus(rows, data.betas(rows))
+    base = pipeline.predict(Xa)
+    adapted = apply_adapter(adapter, base, "imagery")
+    T = targets.rows(info["stimulus"].tolist())
+    out: dict[str, Any] = {"n_items": len(info), "n_trials": len(rows),
+                           "targets": info["stimulus"].tolist()}
+    for name, pred in (("base", base), ("adapted", adapted)):
+        out[name] = {"cosine": float(M.cosine_per_item(pred, T).mean()),
+                     "two_way": float(M.two_way_per_item(pred, T, np.arange(len(T))).mean())}
+    return out
+
+
+def _check_unchanged(path: Path, checksum: str) -> None:
+    if file_checksum(path) != checksum:  # pragma: no cover - the decoder is never written
+        raise RuntimeError(f"the decoder checkpoint {path} changed during adapter training")
+
+
+def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
+    import torch
+
+    from fmri2img.models.adapters import AdapterConfig, build_adapter, save_adapter
+    from fmri2img.models.checkpoint import load_checkpoint
+    from fmri2img.training.losses import get_loss
+    from fmri2img.training.seeding import seed_everything
+    from fmri2img.training.trainer import TrainerConfig, train_from_start
+
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    base_sum = file_checksum(cfg.checkpoint)
+    pipeline, meta = DecoderPipeline.load(cfg.checkpoint)
+    if cfg.model_type and meta["model_type"] != cfg.model_type:
+        raise DataError(f"--model-type {cfg.model_type} given, but the checkpoint holds a "
+                        f"{meta['model_type']} decoder", cfg.checkpoint)
+    data = IndexData.open(cfg.index)
+    targets = Targets.open(cfg.targets)
+    if pipeline.n_inputs != data.n_voxels:
+        raise DataError(f"the decoder takes {pipeline.n_inputs} voxels, this index has "
+                        f"{data.n_voxels} ({data.subject})", cfg.index)
+    if pipeline.n_outputs != targets.dim:
+        raise DataError(f"the decoder predicts {pipeline.n_outputs}-d embeddings, the table "
+                        f"holds {targets.dim}-d ones", cfg.targets)
+    fold = _fold(cfg, data)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.fold, 0xADA]))
+    x_tr, y_tr, _ = domain_examples(pipeline, data, fold.train, targets, cfg.n_averages, rng,
+                                    cfg.condition_token)
+    val = None
+    if len(fold.val):
+        x_va, y_va, _ = domain_examples(pipeline, data, fold.val, targets,
+                                        max(1, cfg.n_averages // 2), rng, cfg.condition_token)
+        val = (torch.from_numpy(x_va), torch.from_numpy(y_va))
+    used = sorted(set(fold.train["stimulus"]) | set(fold.val["stimulus"]))
+    with atomic_path(out / "cache" / "targets.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(used), embeddings=targets.rows(used))
+
+    acfg = AdapterConfig(type=cfg.adapter, hidden=cfg.hidden, dropout=cfg.dropout,
+                         condition=cfg.condition_token)
+    seed_everything(cfg.seed)
+    adapter = build_adapter(pipeline.n_outputs, acfg)
+    loss_fn = get_loss("hybrid") if cfg.loss == "hybrid" else get_loss(cfg.loss)
+    tcfg = TrainerConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, early_stop_patience=cfg.early_stop_patience,
+                         seed=cfg.seed, device=cfg.device, checkpoint_dir=out / "checkpoints" /
+                         "trainer", description=f"adapter {cfg.adapter} fold {fold.fold}")
+    log.info("%s: %s adapter (%d parameters) on %d examples from %d trials (%s, fold %d/%d); "
+             "%d validation trials", data.subject, cfg.adapter, adapter.n_parameters(),
+             len(x_tr), len(fold.train), fold.protocol, fold.fold, fold.n_folds, len(fold.val))
+    result, start, kept = train_from_start(
+        adapter, loss_fn, (torch.from_numpy(x_tr), torch.from_numpy(y_tr)), val, tcfg,
+        extra_meta={"adapter": acfg.resolved()})
+    adapter.cpu().eval()
+    _check_unchanged(cfg.checkpoint, base_sum)
+
+    ameta = {
+        "base_checkpoint": {"path": str(cfg.checkpoint), "checksum": base_sum,
+                            "model_type": meta["model_type"]},
+        "imagery_training": {**fold.describe(data.index_checksum), "domains": list(cfg.domains)},
+        "data": data.provenance(),
+        "targets": targets.provenance(),
+        "train": {**result.to_meta(), "n_examples": len(x_tr), "start_val_loss": start,
+                  "kept_identity": kept},
+        "config": cfg.resolved(),
+    }
+    save_adapter(out / BEST, adapter, ameta)
+    arrays, _ = load_checkpoint(out / "checkpoints" / "trainer" / "last.pt")
+    last = build_adapter(pipeline.n_outputs, acfg)
+    last.load_state_dict({k[len("model."):]: torch.from_numpy(np.array(v))
+                          for k, v in arrays.items() if k.startswith("model.")})
+    save_adapter(out / LAST, last, {**ameta, "weights": "last epoch"})
+
+    metrics_train = _item_metrics(pipeline, adapter, data, fold.train, targets)
+    metrics_val = _item_metrics(pipeline, adapter, data, fold.val, targets)
+    label = {"protocol": fold.protocol, "fold": fold.fold, "n_folds": fold.n_folds,
+             "note": "training / early-stopping targets: not a test result"}
+    write_json(out / "metrics_train.json", {**label, **metrics_train})
+    write_json(out / "metrics_val.json", {**label, **metrics_val})
+    write_text(out / "logs" / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
+    cfg.save(out / "config_resolved.yaml")
+    from fmri2img.report.figures import loss_curve
+
+    loss_curve(result.history, out / "figures" / "loss_curve",
+               title=f"{cfg.adapter} adapter, {data.subject}, fold {fold.fold}")
+    summary = {
+        "adapter_best": str(out / BEST), "adapter_last": str(out / LAST),
+        "subject": data.subject, "adapter": cfg.adapter, "condition": cfg.condition_token,
+        "n_parameters": adapter.n_parameters(), "protocol": fold.protocol,
+        "fold": fold.fold, "test_targets": fold.test_targets,
+        "train_seconds": round(result.seconds, 3), "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch, "kept_identity": kept,
+        "total_seconds": round(time.perf_counter() - t0, 3),
+    }
+    write_json(out / "train_summary.json", summary)
+    log.info("%s adapter fold %d: %d epochs (best %s) in %.1f s; val cosine %s -> %s",
+             cfg.adapter, fold.fold, result.epochs_run, result.best_epoch, result.seconds,
+             _fmt(metrics_val, "base"), _fmt(metrics_val, "adapted"))
+    return summary
+
+
+def _fmt(m: dict[str, Any], key: str) -> str:
+    return f"{m[key]['cosine']:.3f}" if key in m else "-"
+
+
+__all__ = ["PROTOCOLS", "AdapterTrainConfig", "domain_examples", "train_adapter"]

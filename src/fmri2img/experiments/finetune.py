@@ -1,0 +1,119 @@
+"""Full fine-tuning of a perception decoder on imagery trials (the adapter's rival in H3).
+
+Every weight of the decoder is trained (its preprocessing is kept as fitted on perception),
+starting from the perception solution, on the same examples an adapter gets: repetition
+averages of the fold's training targets (:mod:`imagery_protocol`), with early stopping on
+held-out targets. The result is a decoder checkpoint that records what it saw, so
+evaluation scores each target only with a model that never trained on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from fmri2img.atomic import write_json, write_text
+from fmri2img.config import StrictModel
+from fmri2img.devices import check_device_name
+from fmri2img.errors import DataError
+from fmri2img.experiments.imagery_protocol import make_fold
+from fmri2img.experiments.trial_data import IndexData, Targets, subset_averages
+from fmri2img.models.pipeline import DecoderPipeline
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoints/decoder.pt"
+
+
+class FinetuneConfig(StrictModel):
+    index: Path  # an NSD-Imagery index
+    checkpoint: Path  # the perception decoder to start from
+    targets: Path
+    output_dir: Path
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
+    early_stop_patience: int | None = Field(10, ge=1)
+    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
+    n_folds: int = Field(6, ge=2)
+    fold: int = Field(0, ge=0)
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    n_averages: int = Field(32, ge=1)
+    seed: int = 0
+    device: str = "cpu"
+
+    def model_post_init(self, _: Any) -> None:
+        check_device_name(self.device)
+
+
+def finetune_decoder(cfg: FinetuneConfig) -> dict[str, Any]:
+    import torch
+
+    from fmri2img.models.finetune import trainable_module, with_module
+    from fmri2img.training.losses import get_loss
+    from fmri2img.training.seeding import seed_everything
+    from fmri2img.training.trainer import TrainerConfig, train_from_start
+
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    pipeline, meta = DecoderPipeline.load(cfg.checkpoint)
+    data = IndexData.open(cfg.index)
+    targets = Targets.open(cfg.targets)
+    if pipeline.n_inputs != data.n_voxels:
+        raise DataError(f"the decoder takes {pipeline.n_inputs} voxels, this index has "
+                        f"{data.n_voxels} ({data.subject})", cfg.index)
+    fold = make_fold(data.frame, protocol=cfg.protocol, fold=cfg.fold, n_folds=cfg.n_folds,
+                     seed=cfg.seed, data_fraction=cfg.data_fraction, source=cfg.index)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.fold, 0xF17E]))
+
+    def examples(rows: pd.DataFrame, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        avg, keys = subset_averages(rows["stimulus"].to_numpy(), data.betas(rows), n, rng)
+        x = pipeline.preprocessor.transform(avg).astype(np.float32)
+        return torch.from_numpy(x), torch.from_numpy(targets.rows(list(keys)))
+
+    train_data = examples(fold.train, cfg.n_averages)
+    val_data = examples(fold.val, max(1, cfg.n_averages // 2)) if len(fold.val) else None
+    seed_everything(cfg.seed)
+    module = trainable_module(pipeline.decoder)
+    n_params = int(sum(p.numel() for p in module.parameters()))
+    tcfg = TrainerConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                         weight_decay=cfg.weight_decay,
+                         early_stop_patience=cfg.early_stop_patience, seed=cfg.seed,
+                         device=cfg.device, checkpoint_dir=out / "checkpoints" / "trainer",
+                         description=f"fine-tune {meta['model_type']} fold {fold.fold}")
+    loss_fn = get_loss("hybrid") if cfg.loss == "hybrid" else get_loss(cfg.loss)
+    result, start, keep_start = train_from_start(module, loss_fn, train_data, val_data, tcfg,
+                                                 extra_meta={"finetune": meta["model_type"]})
+    module.cpu().eval()
+    tuned = DecoderPipeline(pipeline.preprocessor, with_module(pipeline.decoder, module))
+    tuned_meta = {k: v for k, v in meta.items() if k not in (
+        "kind", "model_type", "n_inputs", "n_features", "n_outputs", "model_config",
+        "model_meta", "preprocess")}
+    tuned_meta.update({
+        "imagery_training": {**fold.describe(data.index_checksum), "domains": ["imagery"],
+                             "strategy": "finetune"},
+        "finetune": {"from": str(cfg.checkpoint), "train": result.to_meta(),
+                     "start_val_loss": start, "kept_start": bool(keep_start),
+                     "n_parameters": n_params, "config": cfg.resolved()},
+    })
+    tuned.save(out / CHECKPOINT, tuned_meta)
+    write_text(out / "logs" / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
+    cfg.save(out / "config_resolved.yaml")
+    summary = {"checkpoint": str(out / CHECKPOINT), "subject": data.subject,
+               "model_type": meta["model_type"], "n_parameters": n_params,
+               "protocol": fold.protocol, "fold": fold.fold,
+               "train_seconds": round(result.seconds, 3), "epochs_run": result.epochs_run,
+               "best_epoch": result.best_epoch,
+               "total_seconds": round(time.perf_counter() - t0, 3)}
+    write_json(out / "train_summary.json", summary)
+    log.info("fine-tuned %s fold %d: %d epochs (best %s) in %.1f s", meta["model_type"],
+             fold.fold, result.epochs_run, result.best_epoch, result.seconds)
+    return summary

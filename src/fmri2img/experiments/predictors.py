@@ -1,0 +1,156 @@
+"""What evaluation predicts with: one decoder, or cross-validated decoders and adapters.
+
+A *member* is a decoder checkpoint, optionally followed by an adapter, together with what
+it saw in training beyond perception data (imagery targets and index rows, recorded in its
+checkpoint by the protocol that trained it). An item is predicted only by members that did
+not see it; when several qualify, their predictions are averaged (members that would give
+the same prediction, e.g. one shared decoder with its adapter switched off, count once).
+One member that saw nothing is exactly the plain decoder.
+
+Adapters apply to imagery trials only: perception and vision trials are scored with the
+adapter switched off, so the perception side of every adapter method is the base decoder's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fmri2img.errors import DataError
+from fmri2img.experiments.trial_data import average_by_stimulus
+from fmri2img.models.pipeline import DecoderPipeline
+
+ADAPTED_DOMAIN = "imagery"
+
+
+@dataclass
+class Member:
+    pipeline: DecoderPipeline
+    meta: dict[str, Any]
+    adapter: Any = None  # fmri2img.models.adapters.Adapter
+    adapter_meta: dict[str, Any] | None = None
+    pipeline_id: int = 0
+    adapter_id: int | None = None
+    seen: list[dict[str, Any]] = field(default_factory=list)  # fold descriptions
+
+    def key(self, domain: str) -> tuple[int, int | None]:
+        adapted = self.adapter is not None and domain == ADAPTED_DOMAIN
+        return self.pipeline_id, self.adapter_id if adapted else None
+
+    def predict(self, X: np.ndarray, domain: str) -> np.ndarray:
+        pred = self.pipeline.predict(X)
+        if self.adapter is not None and domain == ADAPTED_DOMAIN:
+            from fmri2img.models.adapters import apply_adapter
+
+            pred = apply_adapter(self.adapter, pred, domain)
+        return pred
+
+    def eligible(self, rows: pd.DataFrame, index_checksum: str | None) -> np.ndarray:
+        ok = np.ones(len(rows), dtype=bool)
+        for s in self.seen:
+            if s.get("seen_targets"):
+                ok &= ~rows["stimulus"].isin(s["seen_targets"]).to_numpy()
+            if s.get("seen_rows") and s.get("index_checksum") == index_checksum:
+                ok &= ~rows["cache_row"].isin(s["seen_rows"]).to_numpy()
+        return ok
+
+
+@dataclass
+class Predictor:
+    members: list[Member]
+
+    @classmethod
+    def load(cls, checkpoints: Sequence[Path], adapters: Sequence[Path] = (),
+             adapter_type: str = "auto") -> Predictor:
+        """One member per decoder checkpoint, or per adapter when one decoder carries
+        several (one per fold); with as many decoders as adapters they pair up."""
+        checkpoints, adapters = list(checkpoints), list(adapters)
+        if not checkpoints:
+            raise ValueError("no decoder checkpoint given")
+        if adapters and len(checkpoints) not in (1, len(adapters)):
+            raise DataError(f"{len(checkpoints)} decoder checkpoints and {len(adapters)} "
+                            "adapters: give one decoder, or one per adapter", checkpoints[0])
+        from fmri2img.data.checksum import file_checksum
+
+        loaded = [DecoderPipeline.load(p) for p in checkpoints]
+        sums = [file_checksum(p) for p in checkpoints]
+        members = []
+        n = max(len(checkpoints), len(adapters))
+        for i in range(n):
+            j = i if len(loaded) > 1 else 0
+            pipeline, meta = loaded[j]
+            seen = [meta["imagery_training"]] if meta.get("imagery_training") else []
+            member = Member(pipeline, meta, pipeline_id=j, seen=seen)
+            if adapters:
+                from fmri2img.models.adapters import load_adapter
+
+                adapter, ameta = load_adapter(adapters[i], pipeline.n_outputs, adapter_type)
+                base = ameta.get("base_checkpoint", {}).get("checksum")
+                if base and base != sums[j]:
+                    raise DataError(f"adapter {adapters[i]} was trained on another decoder "
+                                    f"than {checkpoints[j]}", adapters[i])
+                member.adapter, member.adapter_meta, member.adapter_id = adapter, ameta, i
+                member.seen = seen + ([ameta["imagery_training"]]
+                                      if ameta.get("imagery_training") else [])
+            members.append(member)
+        return cls(members)
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def first(self) -> Member:
+        return self.members[0]
+
+    @property
+    def has_adapter(self) -> bool:
+        return any(m.adapter is not None for m in self.members)
+
+    def protocol(self) -> str | None:
+        names = {s["protocol"] for m in self.members for s in m.seen}
+        return ", ".join(sorted(names)) if names else None
+
+    # -- prediction -----------------------------------------------------------------------
+    def _eligibility(self, rows: pd.DataFrame, index_checksum: str | None) -> np.ndarray:
+        return np.stack([m.eligible(rows, index_checksum) for m in self.members], axis=1)
+
+    def keep(self, rows: pd.DataFrame, index_checksum: str | None) -> np.ndarray:
+        """Rows that at least one member did not see."""
+        return self._eligibility(rows, index_checksum).any(axis=1)
+
+    def _combine(self, X: np.ndarray, who: np.ndarray, domain: str) -> np.ndarray:
+        """Average over the distinct predictions of the members flagged in ``who``
+        (n, n_members), row by row."""
+        out = np.zeros((len(X), self.first.pipeline.n_outputs), dtype=np.float32)
+        patterns, inverse = np.unique(who, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
+        for p, pattern in enumerate(patterns):
+            sel = np.flatnonzero(inverse == p)
+            keys: dict[tuple[int, int | None], Member] = {}
+            for i in np.flatnonzero(pattern):
+                keys.setdefault(self.members[i].key(domain), self.members[i])
+            if not keys:
+                raise ValueError("an item that every model saw cannot be scored")
+            preds = [m.predict(X[sel], domain) for m in keys.values()]
+            out[sel] = preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
+        return out
+
+    def predict_trials(self, rows: pd.DataFrame, X: np.ndarray, domain: str,
+                       index_checksum: str | None) -> np.ndarray:
+        """Single-trial predictions (rows must be ones :meth:`keep` accepts)."""
+        return self._combine(X, self._eligibility(rows, index_checksum), domain)
+
+    def predict_items(self, rows: pd.DataFrame, X: np.ndarray, domain: str,
+                      index_checksum: str | None, max_repetitions: int | None = None,
+                      rng: np.random.Generator | None = None
+                      ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Betas averaged per stimulus, then predicted by the members that saw none of the
+        stimulus's trials (rows must be ones :meth:`keep` accepts)."""
+        info, Xa = average_by_stimulus(rows, X, max_repetitions, rng)
+        elig = self._eligibility(rows, index_checksum)
+        keys = rows["stimulus"].to_numpy()
+        who = np.stack([elig[keys == k].all(axis=0) for k in info["stimulus"]])
+        return info, self._combine(Xa, who, domain)

@@ -123,10 +123,16 @@ class Predictor:
 
     def _combine(self, X: np.ndarray, who: np.ndarray, domain: str) -> np.ndarray:
         """Average over the distinct predictions of the members flagged in ``who``
-        (n, n_members), row by row."""
+        (n, n_members), row by row.
+
+        Each distinct model predicts all rows at once, so that one decoder gives
+        bit-identical results whatever the other members saw (BLAS may round a gathered
+        subset differently).
+        """
         out = np.zeros((len(X), self.first.pipeline.n_outputs), dtype=np.float32)
         patterns, inverse = np.unique(who, axis=0, return_inverse=True)
         inverse = np.asarray(inverse).reshape(-1)
+        cache: dict[tuple[int, int | None], np.ndarray] = {}
         for p, pattern in enumerate(patterns):
             sel = np.flatnonzero(inverse == p)
             keys: dict[tuple[int, int | None], Member] = {}
@@ -134,7 +140,10 @@ class Predictor:
                 keys.setdefault(self.members[i].key(domain), self.members[i])
             if not keys:
                 raise ValueError("an item that every model saw cannot be scored")
-            preds = [m.predict(X[sel], domain) for m in keys.values()]
+            for key, member in keys.items():
+                if key not in cache:
+                    cache[key] = member.predict(X, domain)
+            preds = [cache[key][sel] for key in keys]
             out[sel] = preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
         return out
 

@@ -1,0 +1,290 @@
+"""Perception-to-imagery transfer: adapters, protocols, cross-validated evaluation, the
+ablation command (resume after SIGKILL, Dask) and the hypothesis verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fmri2img.cli import main
+from fmri2img.data.index import read_index
+from fmri2img.experiments.imagery_protocol import make_fold, target_folds, usable_rows
+from fmri2img.models.adapters import (
+    ADAPTERS,
+    AdapterConfig,
+    apply_adapter,
+    build_adapter,
+    load_adapter,
+    save_adapter,
+)
+from fmri2img.models.checkpoint import load_checkpoint
+
+FAST = ["--n-bootstrap", "200", "--n-permutations", "50"]
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("transfer")
+    root = base / "nsd"
+    assert main(["simulate", "--out", str(root), "--scale", "small", "--subjects", "1", "2",
+                 "--no-images"]) == 0
+    out = {"root": root, "targets": root / "targets" / "clip_like.parquet", "base": base}
+    for s in ("subj01", "subj02"):
+        out[f"{s}_nsd"] = base / f"{s}_nsd.parquet"
+        out[f"{s}_imagery"] = base / f"{s}_imagery.parquet"
+        assert main(["build-index", "--nsd-root", str(root), "--subject", s,
+                     "--output", str(out[f"{s}_nsd"])]) == 0
+        assert main(["build-imagery-index", "--nsd-root", str(root), "--subject", s,
+                     "--output", str(out[f"{s}_imagery"])]) == 0
+        assert main(["train", "--index", str(out[f"{s}_nsd"]), "--targets",
+                     str(out["targets"]), "--model-type", "ridge", "--output-dir",
+                     str(base / "decoders" / s)]) == 0
+    out["ckpt"] = base / "decoders" / "subj01" / "checkpoints" / "decoder.pt"
+    return out
+
+
+# ----------------------------------------------------------------------------- adapters
+@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("condition", [False, True])
+def test_adapters_start_at_identity_and_round_trip(kind: str, condition: bool,
+                                                   tmp_path: Path) -> None:
+    adapter = build_adapter(16, AdapterConfig(type=kind, condition=condition))
+    x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    for domain in ("perception", "imagery"):
+        np.testing.assert_array_equal(apply_adapter(adapter, x, domain), x)
+    expected = 16 * 16 + 16 if kind == "linear" else None
+    if expected is not None:
+        assert adapter.n_parameters() == expected + (32 if condition else 0)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_adapter(tmp_path / "a.pt", adapter, {"note": "test"})
+    back, meta = load_adapter(tmp_path / "a.pt", dim=16)
+    assert meta["adapter_type"] == kind and meta["n_parameters"] == adapter.n_parameters()
+    np.testing.assert_allclose(apply_adapter(back, x, "imagery"),
+                               apply_adapter(adapter, x, "imagery"), rtol=1e-6, atol=1e-6)
+    if condition:  # the domain vectors make the two domains differ once trained
+        assert not np.allclose(apply_adapter(back, x, "imagery"),
+                               apply_adapter(back, x, "perception"))
+
+
+def test_adapter_dimension_and_type_are_checked(tmp_path: Path) -> None:
+    from fmri2img.errors import DataError
+
+    save_adapter(tmp_path / "a.pt", build_adapter(16, AdapterConfig(type="linear")), {})
+    with pytest.raises(DataError, match="16-d"):
+        load_adapter(tmp_path / "a.pt", dim=32)
+    with pytest.raises(DataError, match="linear adapter"):
+        load_adapter(tmp_path / "a.pt", dim=16, expected_type="mlp")
+
+
+# ----------------------------------------------------------------------------- protocols
+def test_leave_targets_out_folds_never_share_targets(sim: dict[str, Path]) -> None:
+    frame, _ = read_index(sim["subj01_imagery"])
+    imagery = usable_rows(frame, ["imagery"])
+    assign = target_folds(imagery, 6, seed=0)
+    assert sorted(set(assign.values())) == list(range(6))
+    seen_test = []
+    for k in range(6):
+        fold = make_fold(frame, fold=k, n_folds=6, domains=("imagery", "perception"))
+        test = set(fold.test_targets)
+        seen_test += fold.test_targets
+        assert not test & set(fold.train["stimulus"]) and not test & set(fold.val["stimulus"])
+        assert fold.val["stimulus"].nunique() >= 2  # one per stimulus set
+    assert sorted(seen_test) == sorted(imagery["stimulus"].unique())
+    half = make_fold(frame, fold=0, n_folds=6, data_fraction=0.5)
+    full = make_fold(frame, fold=0, n_folds=6)
+    assert len(half.train) == pytest.approx(len(full.train) / 2, abs=len(full.test_targets))
+    assert set(half.train["stimulus"]) == set(full.train["stimulus"])
+
+
+def test_held_out_repetitions_split_trials_not_targets(sim: dict[str, Path]) -> None:
+    frame, _ = read_index(sim["subj01_imagery"])
+    fold = make_fold(frame, protocol="held-out-repetitions", fold=1, n_folds=2)
+    used = set(fold.seen_rows)
+    test_rows = usable_rows(frame, ["imagery"])
+    test_rows = test_rows[~test_rows["cache_row"].isin(used)]
+    assert len(test_rows) > 0 and set(test_rows["stimulus"]) == set(fold.train["stimulus"])
+
+
+# ----------------------------------------------------------------------------- train-adapter
+def test_train_adapter_leaves_decoder_unchanged_and_eval_uses_it(sim: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    before_bytes = sim["ckpt"].read_bytes()
+    before, _ = load_checkpoint(sim["ckpt"])
+    outs = []
+    for k in range(3):
+        out = tmp_path / f"fold{k}"
+        assert main(["train-adapter", "--index", str(sim["subj01_imagery"]), "--checkpoint",
+                     str(sim["ckpt"]), "--targets", str(sim["targets"]), "--model-type",
+                     "ridge", "--adapter", "mlp", "--output-dir", str(out), "--epochs", "20",
+                     "--lr", "3e-4", "--batch-size", "32", "--loss", "cosine",
+                     "--early-stop-patience", "5", "--n-folds", "3", "--fold", str(k),
+                     "--seed", "0", "--device", "cpu"]) == 0
+        for name in ("checkpoints/adapter_best.pt", "checkpoints/adapter_last.pt",
+                     "logs/history.csv", "cache/targets.npz", "metrics_train.json",
+                     "metrics_val.json", "config_resolved.yaml"):
+            assert (out / name).exists(), name
+        outs.append(out / "checkpoints" / "adapter_best.pt")
+    after, _ = load_checkpoint(sim["ckpt"])
+    assert sim["ckpt"].read_bytes() == before_bytes
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value)
+
+    common = ["--targets", str(sim["targets"]), *FAST]
+    base, adapted = tmp_path / "base", tmp_path / "adapted"
+    for out, extra in ((base, []), (adapted, ["--adapter-checkpoint", *map(str, outs),
+                                              "--adapter-type", "auto"])):
+        for mode, idx in (("imagery", "subj01_imagery"), ("perception", "subj01_nsd")):
+            assert main(["eval", "--index", str(sim[idx]), "--checkpoint", str(sim["ckpt"]),
+                         "--mode", mode, "--output-dir", str(out / mode), *extra,
+                         *common]) == 0
+    m_base = json.loads((base / "imagery" / "metrics.json").read_text())
+    m_ad = json.loads((adapted / "imagery" / "metrics.json").read_text())
+    assert m_ad["protocol"] == "leave-targets-out" and m_base["protocol"] is None
+    assert m_ad["adapter"]["type"] == "mlp"
+    assert m_ad["n_items"] == m_base["n_items"]  # every scored target held out once
+    # the adapter path switched off: perception results identical to the base decoder's
+    p_base = json.loads((base / "perception" / "metrics.json").read_text())
+    p_ad = json.loads((adapted / "perception" / "metrics.json").read_text())
+    assert p_base["overall"] == p_ad["overall"] and p_base["by_stimulus"] == p_ad["by_stimulus"]
+    assert m_base["vision"]["overall"] == m_ad["vision"]["overall"]
+
+
+def test_eval_refuses_adapter_of_other_dimension(sim: dict[str, Path], tmp_path: Path,
+                                                 capsys) -> None:
+    save_adapter(tmp_path / "a.pt", build_adapter(7, AdapterConfig(type="linear")), {})
+    rc = main(["eval", "--index", str(sim["subj01_imagery"]), "--checkpoint", str(sim["ckpt"]),
+               "--targets", str(sim["targets"]), "--mode", "imagery", "--output-dir",
+               str(tmp_path / "e"), "--adapter-checkpoint", str(tmp_path / "a.pt"), *FAST])
+    assert rc == 2
+    assert "7-d" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_adapter_seen_targets_are_never_scored(sim: dict[str, Path], tmp_path: Path) -> None:
+    """One leave-targets-out adapter alone scores only its own held-out targets."""
+    out = tmp_path / "a"
+    assert main(["train-adapter", "--index", str(sim["subj01_imagery"]), "--checkpoint",
+                 str(sim["ckpt"]), "--targets", str(sim["targets"]), "--adapter", "linear",
+                 "--output-dir", str(out), "--epochs", "3", "--n-folds", "2",
+                 "--fold", "0"]) == 0
+    meta = json.loads((out / "train_summary.json").read_text())
+    assert main(["eval", "--index", str(sim["subj01_imagery"]), "--checkpoint",
+                 str(sim["ckpt"]), "--targets", str(sim["targets"]), "--mode", "imagery",
+                 "--output-dir", str(tmp_path / "e"), "--adapter-checkpoint",
+                 str(out / "checkpoints" / "adapter_best.pt"), *FAST]) == 0
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    scored = {k for k, v in m["by_stimulus"].items() if v["stimulus_set"] in ("simple",
+                                                                              "complex")}
+    assert scored and scored <= set(meta["test_targets"])
+
+
+def test_finetune_and_mixed_training_record_what_they_saw(sim: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    assert main(["finetune", "--index", str(sim["subj01_imagery"]), "--checkpoint",
+                 str(sim["ckpt"]), "--targets", str(sim["targets"]), "--output-dir",
+                 str(tmp_path / "ft"), "--epochs", "3", "--n-folds", "3", "--fold", "1"]) == 0
+    assert main(["train", "--index", str(sim["subj01_nsd"]), "--targets", str(sim["targets"]),
+                 "--model-type", "ridge", "--output-dir", str(tmp_path / "mx"),
+                 "--imagery-index", str(sim["subj01_imagery"]), "--n-folds", "3",
+                 "--fold", "1"]) == 0
+    for path in (tmp_path / "ft", tmp_path / "mx"):
+        _, meta = load_checkpoint(path / "checkpoints" / "decoder.pt")
+        seen = meta["imagery_training"]
+        assert seen["protocol"] == "leave-targets-out" and seen["fold"] == 1
+        assert not set(seen["seen_targets"]) & set(seen["test_targets"])
+
+
+# ----------------------------------------------------------------------------- ablate
+def _ablate_args(sim: dict[str, Path], out: Path) -> list[str]:
+    base = sim["base"]
+    return ["ablate", "--index", str(base / "{subject}_imagery.parquet"),
+            "--perception-index", str(base / "{subject}_nsd.parquet"),
+            "--checkpoint", str(base / "decoders" / "{subject}" / "checkpoints" /
+                                "decoder.pt"),
+            "--targets", str(sim["targets"]), "--output-dir", str(out), "--subjects", "1", "2",
+            "--methods", "direct", "adapter_linear", "adapter_mlp", "mixed", "finetune",
+            "--with-condition", "--n-folds", "3", "--epochs", "8", *FAST]
+
+
+def _table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results_table.csv")
+
+
+def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    assert main(_ablate_args(sim, out)) == 0
+    for name in ("results_table.csv", "results_table.md", "metrics_all.json", "commands.txt",
+                 "table.tex", "table_formatted.md", "hypotheses.md", "hypotheses.json",
+                 "figures/bar_overall_metric.png", "figures/bar_by_stimulus_type.pdf",
+                 "figures/per_subject_breakdown.png", "figures/retrieval_at_k.png"):
+        assert (out / name).exists(), name
+    table = _table(out)
+    methods = ["direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond", "mixed",
+               "finetune"]
+    assert sorted(table["method"].unique()) == sorted(methods) and len(table) == 12
+    assert (out / "eval" / "adapter_mlp" / "subj01" / "imagery" / "metrics.json").exists()
+    assert (out / "adapters" / "adapter_mlp" / "subj02" / "fold2").is_dir()
+    # adapters leave perception untouched
+    for subj, group in table.groupby("subject"):
+        direct = group[group["method"] == "direct"].iloc[0]
+        for m in ("adapter_linear", "adapter_mlp", "adapter_mlp_cond"):
+            row = group[group["method"] == m].iloc[0]
+            assert row["perception_cosine"] == direct["perception_cosine"], (subj, m)
+    hyp = json.loads((out / "hypotheses.json").read_text())
+    assert set(hyp) >= {"H1", "H2", "H3"}
+    for key in ("H1", "H2", "H3"):
+        assert hyp[key]["verdict"]
+    assert hyp["H3"]["time_ratio"] is not None
+    commands = (out / "commands.txt").read_text()
+    assert "fmri2img train-adapter" in commands and "fmri2img finetune" in commands
+
+    # rerun: every cell reused, identical table
+    before = _table(out)
+    assert main(_ablate_args(sim, out)) == 0
+    pd.testing.assert_frame_equal(_table(out), before)
+
+
+def test_ablate_resumes_after_sigkill(sim: dict[str, Path], tmp_path: Path) -> None:
+    out_ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert main(_ablate_args(sim, out_ref)) == 0
+    cmd = [sys.executable, "-m", "fmri2img.cli", *_ablate_args(sim, out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # kill once some cells are finished and others are not
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(out.glob("eval/*/*/cell.json"))) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results_table.csv").exists()
+    assert main(_ablate_args(sim, out)) == 0
+    pd.testing.assert_frame_equal(_table(out), _table(out_ref))
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_ablate_on_dask_matches_in_process(sim: dict[str, Path], tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    out_a, out_b = tmp_path / "local", tmp_path / "dask"
+    args_a = _ablate_args(sim, out_a)
+    assert main(args_a) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        assert main([*_ablate_args(sim, out_b), "--scheduler", cluster.scheduler_address]) == 0
+    pd.testing.assert_frame_equal(_table(out_b), _table(out_a))

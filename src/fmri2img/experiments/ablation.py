@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, field_validator
 
 from fmri2img.atomic import write_json, write_text
 from fmri2img.config import StrictModel
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.errors import DataError
+from fmri2img.experiments.h1 import is_done
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,6 @@ def _cells(cfg: AblationConfig) -> list[dict[str, Any]]:
 
 def cell_name(method: str, fraction: float) -> str:
     return method if fraction >= 1.0 else f"{method}_f{fraction:g}"
-
-
-def _done(out: Path, cfg: Any, marker: str) -> bool:
-    saved = out / "config_resolved.yaml"
-    return (out / marker).exists() and saved.exists() and \
-        yaml.safe_load(saved.read_text()) == cfg.resolved()
 
 
 def _cmd(*parts: Any) -> str:
@@ -247,7 +241,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                           n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
                           figures=cfg.eval_figures)
         results[mode] = (json.loads((ecfg.output_dir / "metrics.json").read_text())
-                         if _done(ecfg.output_dir, ecfg, "metrics.json") else evaluate(ecfg))
+                         if is_done(ecfg.output_dir, ecfg, "metrics.json") else evaluate(ecfg))
         commands.append(_cmd("fmri2img eval", "--index", idx, "--checkpoint",
                              " ".join(map(str, decoders)), "--adapter-checkpoint" if adapters
                              else "", " ".join(map(str, adapters)), "--targets", cfg.targets,
@@ -269,7 +263,7 @@ def _cell_config(cfg: AblationConfig) -> dict[str, Any]:
 
 def _reuse_or(cfg: Any, marker: str, fn: Any) -> dict[str, Any]:
     out = Path(cfg.output_dir)
-    if _done(out, cfg, marker):
+    if is_done(out, cfg, marker):
         return json.loads((out / marker).read_text())
     return fn(cfg)
 

@@ -27,12 +27,17 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from fmri2img.atomic import atomic_path, write_json, write_text
-from fmri2img.config import StrictModel
 from fmri2img.data.checksum import file_checksum
 from fmri2img.devices import check_device_name
 from fmri2img.errors import DataError
 from fmri2img.eval import metrics as M
-from fmri2img.experiments.imagery_protocol import PROTOCOLS, Fold, make_fold, usable_rows
+from fmri2img.experiments.imagery_protocol import (
+    PROTOCOLS,
+    Fold,
+    FoldTrainingOptions,
+    make_fold,
+    usable_rows,
+)
 from fmri2img.experiments.trial_data import IndexData, Targets, average_by_stimulus, subset_averages
 from fmri2img.models.pipeline import DecoderPipeline
 
@@ -42,7 +47,7 @@ BEST = "checkpoints/adapter_best.pt"
 LAST = "checkpoints/adapter_last.pt"
 
 
-class AdapterTrainConfig(StrictModel):
+class AdapterTrainConfig(FoldTrainingOptions):
     index: Path  # an NSD-Imagery index
     checkpoint: Path  # the frozen decoder
     targets: Path
@@ -53,21 +58,8 @@ class AdapterTrainConfig(StrictModel):
     dropout: float = Field(0.1, ge=0, lt=1)
     condition_token: bool = False  # per-domain vectors; trains on vision trials too
     train_domain: Literal["imagery", "perception"] = "imagery"  # perception: a control
-    epochs: int = Field(100, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    batch_size: int = Field(32, ge=1)
-    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
-    early_stop_patience: int | None = Field(10, ge=1)
-    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
-    n_folds: int = Field(6, ge=2)
-    fold: int = Field(0, ge=0)
-    data_fraction: float = Field(1.0, gt=0, le=1)
-    n_averages: int = Field(32, ge=1, description="repetition averages per target and epoch")
     split_train: str | None = None  # use the index's split labels instead of a protocol
     split_val: str | None = None
-    seed: int = 0
-    device: str = "cpu"
 
     @model_validator(mode="after")
     def _check(self) -> AdapterTrainConfig:

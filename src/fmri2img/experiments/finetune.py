@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from fmri2img.atomic import write_json, write_text
-from fmri2img.config import StrictModel
 from fmri2img.devices import check_device_name
 from fmri2img.errors import DataError
-from fmri2img.experiments.imagery_protocol import make_fold
+from fmri2img.experiments.imagery_protocol import FoldTrainingOptions, make_fold
 from fmri2img.experiments.trial_data import IndexData, Targets, subset_averages
 from fmri2img.models.pipeline import DecoderPipeline
 
@@ -31,24 +30,13 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoints/decoder.pt"
 
 
-class FinetuneConfig(StrictModel):
+class FinetuneConfig(FoldTrainingOptions):
     index: Path  # an NSD-Imagery index
     checkpoint: Path  # the perception decoder to start from
     targets: Path
     output_dir: Path
-    epochs: int = Field(100, ge=1)
+    # small steps: ridge coefficients are ~1e-3, and Adam moves each weight by ~lr
     lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    batch_size: int = Field(32, ge=1)
-    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
-    early_stop_patience: int | None = Field(10, ge=1)
-    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
-    n_folds: int = Field(6, ge=2)
-    fold: int = Field(0, ge=0)
-    data_fraction: float = Field(1.0, gt=0, le=1)
-    n_averages: int = Field(32, ge=1)
-    seed: int = 0
-    device: str = "cpu"
 
     def model_post_init(self, _: Any) -> None:
         check_device_name(self.device)

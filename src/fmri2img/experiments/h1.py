@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _done(out: Path, cfg: Any, marker: str) -> bool:
+def is_done(out: Path, cfg: Any, marker: str) -> bool:
+    """``marker`` exists in ``out`` and the saved resolved config equals ``cfg``'s."""
     saved = out / "config_resolved.yaml"
     return (out / marker).exists() and saved.exists() and \
         yaml.safe_load(saved.read_text()) == cfg.resolved()
@@ -41,7 +42,7 @@ def run_h1(cfg: StudyConfig, idx_dir: Path, targets: Path) -> list[dict[str, Any
             tcfg = TrainConfig(index=idx_dir / f"{subj}_nsd.parquet", targets=targets,
                                model_type=model, output_dir=base,
                                model=dict(cfg.model_options.get(model, {})), seed=cfg.seed)
-            if _done(base, tcfg, "train_summary.json") and checkpoint_path(base).exists():
+            if is_done(base, tcfg, "train_summary.json") and checkpoint_path(base).exists():
                 log.info("%s %s: reusing %s", subj, model, checkpoint_path(base))
             else:
                 train_decoder(tcfg)
@@ -55,7 +56,7 @@ def run_h1(cfg: StudyConfig, idx_dir: Path, targets: Path) -> list[dict[str, Any
                     n_permutations=cfg.n_permutations, n_bootstrap=cfg.n_bootstrap,
                     perception_metrics=(cfg.out / "eval" / subj / model / "perception" /
                                         "metrics.json") if mode == "imagery" else None)
-                if _done(out, ecfg, "metrics.json"):
+                if is_done(out, ecfg, "metrics.json"):
                     results[mode] = json.loads((out / "metrics.json").read_text())
                 else:
                     results[mode] = evaluate(ecfg)

@@ -24,11 +24,32 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from fmri2img.config import StrictModel
 from fmri2img.errors import DataError
 
 Protocol = Literal["leave-targets-out", "held-out-repetitions"]
 PROTOCOLS: tuple[str, ...] = ("leave-targets-out", "held-out-repetitions")
+
+
+class FoldTrainingOptions(StrictModel):
+    """Options shared by everything trained by gradient on one protocol fold (adapters,
+    fine-tuning)."""
+
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
+    early_stop_patience: int | None = Field(10, ge=1)
+    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
+    n_folds: int = Field(6, ge=2)
+    fold: int = Field(0, ge=0)
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    n_averages: int = Field(32, ge=1, description="repetition averages per target")
+    seed: int = 0
+    device: str = "cpu"
 
 
 @dataclass

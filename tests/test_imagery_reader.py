@@ -67,8 +67,18 @@ def test_frame_rule_without_official_files(tiny_nsd: TinyNSD, tmp_path: Path) ->
     assert meta["unresolved_vision_trials"] == 24
 
 
-def test_per_run_zscore(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
+def test_session_zscore_is_the_default(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
     _df, meta = _build(tiny_nsd, tmp_path)
+    betas = np.asarray(BetaCache(meta["cache"]).betas)
+    np.testing.assert_allclose(betas.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(betas.std(0), 1, atol=1e-3)
+    # the runs keep their own means (per-run z-scoring would remove them)
+    run_means = np.stack([betas[b.start:b.stop].mean(0) for b in IMAGERY_BLOCKS])
+    assert np.abs(run_means).max() > 0.05
+
+
+def test_per_run_zscore(tiny_nsd: TinyNSD, tmp_path: Path) -> None:
+    _df, meta = _build(tiny_nsd, tmp_path, zscore="run")
     betas = np.asarray(BetaCache(meta["cache"]).betas)
     for block in IMAGERY_BLOCKS:
         seg = betas[block.start:block.stop]

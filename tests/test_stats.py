@@ -233,3 +233,42 @@ def test_input_validation() -> None:
         S.permutation_test_vs_chance(M.two_way_metric, np.ones((3, 2)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="pair up"):
         S.paired_difference_test([1.0, 2.0], [1.0])
+
+
+# ------------------------------------------------------------------ stratified bootstrap
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 8), min_size=1, max_size=4),
+       levels=st.lists(st.floats(-5, 5), min_size=4, max_size=4))
+def test_stratified_bootstrap_keeps_stratum_sizes(sizes: list[int], levels: list[float]) -> None:
+    # Values constant within strata: every stratified resample has the full sample's mean,
+    # so the interval collapses onto it; an unstratified one would not.
+    strata = np.repeat(np.arange(len(sizes)), sizes)
+    x = np.asarray(levels)[strata]
+    low, high = S.bootstrap_ci(x, n_resamples=200, seed=1, strata=strata)
+    assert low == pytest.approx(x.mean(), abs=1e-9)
+    assert high == pytest.approx(x.mean(), abs=1e-9)
+
+
+def test_single_stratum_is_the_plain_bootstrap() -> None:
+    x = np.random.default_rng(0).normal(size=15)
+    assert S.bootstrap_ci(x, seed=3, strata=np.zeros(15)) == S.bootstrap_ci(x, seed=3)
+
+
+def test_stratified_paired_test_narrows_between_set_spread() -> None:
+    rng = np.random.default_rng(2)
+    sets = np.repeat(["simple", "complex"], 6)
+    a = np.where(sets == "simple", 0.4, -0.05) + rng.normal(0, 0.02, 12)
+    b = np.zeros(12)
+    plain = S.paired_difference_test(a, b, seed=0)
+    strat = S.paired_difference_test(a, b, seed=0, strata=sets)
+    assert strat.mean_difference == plain.mean_difference
+    assert strat.p_value == plain.p_value  # the sign-flip test ignores strata
+    assert strat.ci[1] - strat.ci[0] < 0.5 * (plain.ci[1] - plain.ci[0])
+    assert strat.ci[0] > 0
+
+
+def test_strata_and_groups_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        S.bootstrap_ci(np.ones(4), groups=[0, 0, 1, 1], strata=[0, 1, 0, 1])
+    with pytest.raises(ValueError, match="one label per value"):
+        S.bootstrap_ci(np.ones(4), strata=[0, 1])

@@ -253,6 +253,22 @@ def test_best_checkpoint_and_resume_guards(tmp_path: Path) -> None:
     assert fresh.resumed_from == 0 and len(fresh.history) == 6
 
 
+def test_resume_state_of_other_data_is_not_continued(tmp_path: Path) -> None:
+    X, Y = _regression()
+    Xv, Yv = _regression(seed=1)
+    train(_net(), losses.mse, (X, Y), (Xv, Yv), _cfg(epochs=3, checkpoint_dir=tmp_path))
+    # same options and data: the finished state is picked up, nothing retrained
+    more = train(_net(), losses.mse, (X, Y), (Xv, Yv), _cfg(epochs=3, checkpoint_dir=tmp_path))
+    assert more.resumed_from == 3
+    # same options, data rebuilt in place (e.g. another z-scoring): start over
+    X2, Y2 = _regression(seed=2)
+    other = train(_net(), losses.mse, (X2, Y2), (Xv, Yv),
+                  _cfg(epochs=3, checkpoint_dir=tmp_path))
+    assert other.resumed_from == 0 and len(other.history) == 3
+    ref = train(_net(), losses.mse, (X2, Y2), (Xv, Yv), _cfg(epochs=3))
+    assert [h["train_loss"] for h in other.history] == [h["train_loss"] for h in ref.history]
+
+
 # -- losses -------------------------------------------------------------------------------
 
 def _np_infonce(p: np.ndarray, t: np.ndarray, temp: float, labels: np.ndarray) -> float:

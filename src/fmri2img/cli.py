@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ".csv")
     p.add_argument("--events", type=Path,
                    help="folder of official nsdimagery_subjXX_<run>.tsv files, or one event table")
-    p.add_argument("--zscore", choices=["run", "none"])
+    p.add_argument("--zscore", choices=["run", "session", "none"])
     p.add_argument("--no-cache-reuse", action="store_true")
     _add_cache_flags(p)
     p.set_defaults(func=cmd_build_imagery_index)

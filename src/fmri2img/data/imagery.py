@@ -65,7 +65,10 @@ class ImageryIndexConfig(NSDSourceOptions):
     betas_version: str = DEFAULT_IMAGERY_VERSION
     meta_dir: Path | None = None  # folder with the stiminfo and behaviour CSVs
     events: Path | None = None  # official TSV folder, or one event table with beta_index
-    zscore: Literal["run", "none"] = "run"
+    # "session" by default: runs are blocked by stimulus set, so z-scoring per run would
+    # subtract each set's mean pattern and make a held-out target's betas the negative of
+    # the other targets' in its run (see README, NSD-Imagery). "run" is MIRAGE's choice.
+    zscore: Literal["run", "session", "none"] = "session"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -309,6 +312,13 @@ def _targets_from_stiminfo(table: pd.DataFrame, si: pd.DataFrame) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ build
+def _zscore(block: np.ndarray) -> np.ndarray:
+    """Each voxel (column) to mean 0 and sd 1 over the rows; constant voxels become 0."""
+    sd = block.std(axis=0)
+    sd[sd == 0] = 1.0
+    return (block - block.mean(axis=0)) / sd
+
+
 def build_imagery_index(cfg: ImageryIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     t_start = time.perf_counter()
     paths = NSDPaths(cfg.nsd_root)
@@ -372,10 +382,9 @@ def build_imagery_index(cfg: ImageryIndexConfig) -> tuple[pd.DataFrame, dict[str
             data = raw.astype(np.float32) / np.float32(BETA_SCALE)
             if cfg.zscore == "run":
                 for block in IMAGERY_BLOCKS:
-                    seg = data[block.start:block.stop]
-                    sd = seg.std(axis=0)
-                    sd[sd == 0] = 1.0
-                    data[block.start:block.stop] = (seg - seg.mean(axis=0)) / sd
+                    data[block.start:block.stop] = _zscore(data[block.start:block.stop])
+            elif cfg.zscore == "session":
+                data = _zscore(data)
             writer.write_rows(np.arange(IMAGERY_N_BETAS), data)
             sources = [hasher.result(betas_path)] + [fingerprint(p) for p in meta_sources]
         return sources, {}
@@ -388,8 +397,9 @@ def build_imagery_index(cfg: ImageryIndexConfig) -> tuple[pd.DataFrame, dict[str
             "mask": mask_info,
             "preprocessing": {
                 "scale": f"stored int16 / {BETA_SCALE:g} (percent signal change)",
-                "zscore": "per run (12 blocks) and voxel over all its betas"
-                if cfg.zscore == "run" else "none",
+                "zscore": {"run": "per run (12 blocks) and voxel over all its betas",
+                           "session": "per voxel over all 720 betas of the session",
+                           "none": "none"}[cfg.zscore],
                 "average": "single betas",
             },
         },

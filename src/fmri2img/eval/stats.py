@@ -90,8 +90,18 @@ def _row_counts(draws: NDArray[np.int64], n_units: int) -> NDArray[np.int64]:
 class _Units:
     """Resampling units: the items themselves, or groups of items (cluster bootstrap)."""
 
-    def __init__(self, n: int, groups: ArrayLike | None) -> None:
+    def __init__(self, n: int, groups: ArrayLike | None,
+                 strata: ArrayLike | None = None) -> None:
         self.n = n
+        self.strata: list[NDArray[np.int64]] | None = None
+        if strata is not None:
+            if groups is not None:
+                raise ValueError("give groups or strata, not both")
+            s = np.asarray(strata)
+            if s.shape != (n,):
+                raise ValueError(f"strata must have one label per value ({n}), got {s.shape}")
+            _, codes = np.unique(s, return_inverse=True)
+            self.strata = [np.flatnonzero(codes.ravel() == k) for k in range(codes.max() + 1)]
         if groups is None:
             self.codes: NDArray[np.int64] | None = None
             self.count = n
@@ -104,6 +114,12 @@ class _Units:
         self.count = int(self.codes.max()) + 1
 
     def draw(self, rng: np.random.Generator, n_resamples: int) -> NDArray[np.int64]:
+        if self.strata is not None:
+            # Each stratum keeps its size: the design fixed it (e.g. 6 simple and 6
+            # complex targets), so resamples must not mix the strata in other proportions.
+            return np.concatenate(
+                [members[rng.integers(0, members.size, size=(n_resamples, members.size))]
+                 for members in self.strata], axis=1)
         return rng.integers(0, self.count, size=(n_resamples, self.count))
 
     def statistics(
@@ -155,6 +171,7 @@ def bootstrap_ci(
     seed: int = 0,
     groups: ArrayLike | None = None,
     method: Literal["percentile", "bca"] = "percentile",
+    strata: ArrayLike | None = None,
 ) -> tuple[float, float]:
     """Two-sided bootstrap confidence interval of ``statistic(values)``.
 
@@ -171,6 +188,10 @@ def bootstrap_ci(
             (cluster bootstrap), as needed when items are not independent, e.g. single
             trials grouped by target or items grouped by subject. Groups may differ in
             size; the statistic is computed on the pooled items of the drawn groups.
+        strata: optional (n,) labels of a stratified design (e.g. the stimulus set of
+            each target). Items are resampled within their stratum, which keeps each
+            stratum's size fixed, as the design did (stratified bootstrap). Not combinable
+            with ``groups``.
         method: ``"percentile"`` (the plain quantiles of the resampled statistic) or
             ``"bca"`` (bias-corrected and accelerated, Efron 1987; the acceleration uses
             a leave-one-unit-out jackknife). BCa corrects skew and bias, which matters
@@ -182,7 +203,7 @@ def bootstrap_ci(
     x = _as_vector(values, "values")
     n_resamples = _check_count(n_resamples, "n_resamples")
     confidence = _check_confidence(confidence)
-    units = _Units(x.size, groups)
+    units = _Units(x.size, groups, strata)
     rng = np.random.default_rng(seed)
     boot = units.statistics(x, units.draw(rng, n_resamples), statistic)
     if method == "percentile":
@@ -427,6 +448,7 @@ def paired_difference_test(
     confidence: float = 0.95,
     seed: int = 0,
     alternative: Literal["two-sided", "greater", "less"] = "two-sided",
+    strata: ArrayLike | None = None,
 ) -> PairedDifference:
     """Compare two methods scored on the same units (targets, subjects): ``a`` vs ``b``.
 
@@ -438,6 +460,9 @@ def paired_difference_test(
       otherwise random flips with the ``(1 + count) / (1 + n_permutations)`` form;
     * Cohen's d_z: ``mean(d) / std(d, ddof=1)``, the standardized effect for paired
       data (NaN when every difference is 0, infinite when all are equal and non-zero).
+
+    ``strata`` (one label per unit) makes the CI a stratified bootstrap; the sign-flip
+    test needs no change, as flipping each unit's sign is valid within any stratum.
     """
     av = _as_vector(a, "a")
     bv = _as_vector(b, "b")
@@ -451,7 +476,8 @@ def paired_difference_test(
     d = av - bv
     n = d.size
     observed = float(d.mean())
-    ci = bootstrap_ci(d, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    ci = bootstrap_ci(d, np.mean, n_resamples=n_resamples, confidence=confidence, seed=seed,
+                      strata=strata)
 
     def extreme(null: FloatArray) -> int:
         tol = _tolerance(observed)

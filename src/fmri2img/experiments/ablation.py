@@ -34,9 +34,10 @@ from pydantic import Field, field_validator
 
 from fmri2img.atomic import write_json, write_text
 from fmri2img.config import StrictModel
+from fmri2img.data.checksum import file_checksum
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.errors import DataError
-from fmri2img.experiments.h1 import is_done
+from fmri2img.experiments.reuse import run_once
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,12 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     assert index is not None and checkpoint is not None
     if not checkpoint.exists():
         raise DataError("decoder checkpoint not found", checkpoint)
+    # The inputs' contents, not just their paths: an index rebuilt in place must not be
+    # answered with a table computed from its previous version.
+    inputs = {role: file_checksum(p) for role, p in (("index", index), ("checkpoint", checkpoint),
+              ("perception_index", p_index), ("targets", cfg.targets)) if p is not None}
     wanted = {"cell": {k: v for k, v in cell.items() if k != "config"},
-              "config": _cell_config(cfg)}
+              "config": _cell_config(cfg), "inputs": inputs}
     if record_path.exists():
         record = json.loads(record_path.read_text())
         if record.get("wanted") == wanted:
@@ -178,7 +183,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                 model_type=cfg.model_type, epochs=cfg.epochs, protocol=cfg.protocol,
                 n_folds=n_folds, fold=k, data_fraction=frac, seed=cfg.seed,
                 **ADAPTER_METHODS[method])
-            summary = _reuse_or(acfg, "train_summary.json", train_adapter)
+            summary = run_once(acfg, "train_summary.json", train_adapter)
             adapters.append(Path(summary["adapter_best"]))
             train_seconds += summary["train_seconds"]
             n_params = summary["n_parameters"]
@@ -196,7 +201,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                                   output_dir=out / "finetuned" / name / subj / f"fold{k}",
                                   epochs=cfg.epochs, protocol=cfg.protocol, n_folds=n_folds,
                                   fold=k, data_fraction=frac, seed=cfg.seed)
-            summary = _reuse_or(fcfg, "train_summary.json", finetune_decoder)
+            summary = run_once(fcfg, "train_summary.json", finetune_decoder)
             decoders.append(Path(summary["checkpoint"]))
             train_seconds += summary["train_seconds"]
             n_params = summary["n_parameters"]
@@ -223,7 +228,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                 include_perception=method == "mixed",
                 imagery=ImageryTraining(index=index, protocol=cfg.protocol, n_folds=n_folds,
                                         fold=k, data_fraction=frac, seed=cfg.seed))
-            summary = _reuse_or(tcfg, "train_summary.json", train_decoder)
+            summary = run_once(tcfg, "train_summary.json", train_decoder)
             decoders.append(checkpoint_path(tcfg.output_dir))
             train_seconds += summary["fit_seconds"]
             commands.append(_cmd("fmri2img train", "--index", p_index, "--targets",
@@ -240,8 +245,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                           output_dir=out / "eval" / name / subj / mode, seed=cfg.seed,
                           n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
                           figures=cfg.eval_figures)
-        results[mode] = (json.loads((ecfg.output_dir / "metrics.json").read_text())
-                         if is_done(ecfg.output_dir, ecfg, "metrics.json") else evaluate(ecfg))
+        results[mode] = run_once(ecfg, "metrics.json", evaluate)
         commands.append(_cmd("fmri2img eval", "--index", idx, "--checkpoint",
                              " ".join(map(str, decoders)), "--adapter-checkpoint" if adapters
                              else "", " ".join(map(str, adapters)), "--targets", cfg.targets,
@@ -261,18 +265,18 @@ def _cell_config(cfg: AblationConfig) -> dict[str, Any]:
     return out
 
 
-def _reuse_or(cfg: Any, marker: str, fn: Any) -> dict[str, Any]:
-    out = Path(cfg.output_dir)
-    if is_done(out, cfg, marker):
-        return json.loads((out / marker).read_text())
-    return fn(cfg)
-
-
 def _metric(block: dict[str, Any], k: str) -> dict[str, Any] | None:
     if k not in block.get("overall", {}):
         return None
     return {"value": block["overall"][k], "ci": block["ci"][k],
             "p": block.get("p_vs_chance", {}).get(k)}
+
+
+def _adapter_domains(method: str) -> list[str]:
+    opts = ADAPTER_METHODS[method]
+    if opts.get("condition_token"):
+        return ["imagery", "perception"]
+    return [opts.get("train_domain", "imagery")]
 
 
 def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
@@ -295,6 +299,8 @@ def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
         "perception_per_item": ({k: v["cosine"] for k, v in perc["by_stimulus"].items()}
                                 if perc else None),
         "per_target_cosine": per_target,
+        "per_target_set": {k: img["by_stimulus"][k].get("stimulus_set") for k in per_target},
+        "adapter_domains": (_adapter_domains(method) if method in ADAPTER_METHODS else None),
         "vision": {k: _metric(img["vision"], k) for k in ("cosine", "two_way")},
         "transfer_ratio": {"value": tr["ratio"], "ci": tr["ci"]},
         "train_seconds": round(train_seconds, 3) if method != "direct" else None,

@@ -335,10 +335,24 @@ def transfer_ratio(cfg: EvalConfig, predictor: Predictor, data: IndexData,
     rng = np.random.default_rng(cfg.seed + 11)
     X_vis, X_img = data.betas(vis_rows), data.betas(img_rows)
     T = targets.rows(common)
+    # Runs matched too: NSD-Imagery shows each target's vision trials in one run and its
+    # imagery trials in two. Averaging over two runs also averages out run-level noise,
+    # which would favour imagery, so each draw takes a target's imagery repetitions from
+    # one of its runs when that run alone holds enough of them.
+    img_runs = img_rows.groupby("stimulus")["run"]
+    match_runs = "run" in img_rows and bool(
+        (img_rows.groupby(["stimulus", "run"]).size().groupby("stimulus").max() >= m).all())
+    run_choices = {k: sorted(g.unique()) for k, g in img_runs} if match_runs else {}
     acc: dict[str, dict[str, list[np.ndarray]]] = {"vision": {}, "imagery": {}}
     for _ in range(cfg.n_subsets):
+        sel = np.ones(len(img_rows), bool)
+        if match_runs:
+            counts = img_rows.groupby(["stimulus", "run"]).size()
+            pick = {k: rng.choice([r for r in runs if counts[(k, r)] >= m])
+                    for k, runs in run_choices.items()}
+            sel = (img_rows["run"].to_numpy() == img_rows["stimulus"].map(pick).to_numpy())
         for name, rows, X, domain in (("vision", vis_rows, X_vis, "perception"),
-                                      ("imagery", img_rows, X_img, "imagery")):
+                                      ("imagery", img_rows[sel], X_img[sel], "imagery")):
             items, pred = predictor.predict_items(rows, X, domain, data.index_checksum, m, rng)
             assert list(items["stimulus"]) == common
             for k, v in score_items(pred, T, cfg).items():
@@ -363,8 +377,10 @@ def transfer_ratio(cfg: EvalConfig, predictor: Predictor, data: IndexData,
     return {
         "definition": "(imagery - chance) / (vision - chance), per metric, on the same "
                       f"{len(common)} targets of the NSD-Imagery session, each averaged over "
-                      f"{m} repetitions (random subsets, {cfg.n_subsets} draws); CI: paired "
-                      "bootstrap over targets",
+                      f"{m} repetitions (random subsets, {cfg.n_subsets} draws"
+                      + ("; imagery ones from one run per target and draw, as vision's"
+                         if match_runs else "") + "); CI: paired bootstrap over targets",
+        "runs_matched": match_runs,
         "primary": PRIMARY_RATIO_METRIC,
         "repetitions_matched": m,
         "n_targets": len(common),

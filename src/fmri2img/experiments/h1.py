@@ -7,30 +7,22 @@ configuration matches, so a restarted study only does what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
+from fmri2img.experiments.reuse import is_done, mark_done, run_once
 from fmri2img.experiments.train_decoder import TrainConfig, checkpoint_path, train_decoder
 
 if TYPE_CHECKING:
     from fmri2img.experiments.study import StudyConfig
 
 log = logging.getLogger(__name__)
-
-
-def is_done(out: Path, cfg: Any, marker: str) -> bool:
-    """``marker`` exists in ``out`` and the saved resolved config equals ``cfg``'s."""
-    saved = out / "config_resolved.yaml"
-    return (out / marker).exists() and saved.exists() and \
-        yaml.safe_load(saved.read_text()) == cfg.resolved()
 
 
 def run_h1(cfg: StudyConfig, idx_dir: Path, targets: Path) -> list[dict[str, Any]]:
@@ -46,6 +38,7 @@ def run_h1(cfg: StudyConfig, idx_dir: Path, targets: Path) -> list[dict[str, Any
                 log.info("%s %s: reusing %s", subj, model, checkpoint_path(base))
             else:
                 train_decoder(tcfg)
+                mark_done(base, tcfg)
             results = {}
             for mode, index in (("perception", f"{subj}_nsd.parquet"),
                                 ("imagery", f"{subj}_imagery.parquet")):
@@ -56,10 +49,7 @@ def run_h1(cfg: StudyConfig, idx_dir: Path, targets: Path) -> list[dict[str, Any
                     n_permutations=cfg.n_permutations, n_bootstrap=cfg.n_bootstrap,
                     perception_metrics=(cfg.out / "eval" / subj / model / "perception" /
                                         "metrics.json") if mode == "imagery" else None)
-                if is_done(out, ecfg, "metrics.json"):
-                    results[mode] = json.loads((out / "metrics.json").read_text())
-                else:
-                    results[mode] = evaluate(ecfg)
+                results[mode] = run_once(ecfg, "metrics.json", evaluate)
             rows.append(_row(subj, model, results["perception"], results["imagery"]))
     return rows
 

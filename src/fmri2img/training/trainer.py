@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xxhash
 from pydantic import Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader
@@ -313,6 +314,7 @@ class _Loop:
     stopped_early: bool = False
     finished: bool = False
     seconds: float = 0.0
+    data_key: str | None = None  # see _data_key
 
 
 def _save_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, loop: _Loop,
@@ -337,6 +339,7 @@ def _save_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, loop: _
         "stopped_early": loop.stopped_early,
         "finished": loop.finished,
         "train_seconds": loop.seconds,
+        "data_key": loop.data_key,
         "torch_version": torch.__version__,
     }
     save_checkpoint(path, tensors, meta)
@@ -350,8 +353,27 @@ def _save_best(path: Path, state: dict[str, torch.Tensor], loop: _Loop,
     save_checkpoint(path, state, meta)
 
 
+def _data_key(model: nn.Module, train_b: Batches, val_b: Batches | None) -> str | None:
+    """Digest of the starting weights and the data, so that a resume state left by a run on
+    other data (an index rebuilt in place, a retrained base decoder) is not continued.
+    None for DataLoaders, whose contents are not known up front."""
+    if isinstance(train_b, DataLoader) or isinstance(val_b, DataLoader):
+        return None
+    h = xxhash.xxh3_128()
+    tensors = [t for _, t in sorted(model.state_dict().items())]
+    tensors += list(train_b) + (list(val_b) if val_b is not None else [])
+    for t in tensors:
+        a = t.detach().cpu().contiguous()
+        h.update(str((tuple(a.shape), str(a.dtype))).encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()
+
+
 def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-            config: TrainerConfig, device: torch.device) -> _Loop:
+            config: TrainerConfig, device: torch.device, data_key: str | None
+            ) -> _Loop | None:
+    """The saved loop, loaded into ``model`` and ``opt``; None (nothing loaded) when the
+    state was written for other data. Other options or another architecture are errors."""
     arrays, meta = load_checkpoint(path)
     if meta.get("kind") != _LAST_KIND:
         raise DataError("not a trainer checkpoint (expected one written by train())", path)
@@ -362,8 +384,15 @@ def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
         raise DataError(
             f"checkpoint was written with other training options ({', '.join(diff)} differ); "
             "use another checkpoint_dir or resume=False to start over", path)
+    saved_model = _prefixed(arrays, "model.")
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if {k: tuple(np.shape(v)) for k, v in saved_model.items()} != shapes:
+        raise DataError("checkpoint does not fit this model (other parameter names or "
+                        "shapes)", path)
+    if meta.get("data_key") != data_key:  # states written before keys existed included
+        return None
     try:
-        model.load_state_dict(_prefixed(arrays, "model."))
+        model.load_state_dict(saved_model)
         opt.load_state_dict(_optimizer_from_flat(arrays, meta["optimizer"]))
     except (RuntimeError, ValueError, KeyError) as exc:
         raise DataError(f"checkpoint does not fit this model: {exc}", path) from exc
@@ -417,10 +446,17 @@ def train(
 
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
     loop = _Loop()
+    data_key = _data_key(model, train_b, val_b)
     if ckpt_dir is not None and config.resume and (ckpt_dir / LAST).exists():
-        loop = _resume(ckpt_dir / LAST, model, opt, config, device)
-        logger.info("%s: resuming from %s after epoch %d", config.description,
-                    ckpt_dir / LAST, loop.epoch)
+        resumed = _resume(ckpt_dir / LAST, model, opt, config, device, data_key)
+        if resumed is None:
+            logger.warning("%s: %s was written for other data or starting weights; "
+                           "starting over", config.description, ckpt_dir / LAST)
+        else:
+            loop = resumed
+            logger.info("%s: resuming from %s after epoch %d", config.description,
+                        ckpt_dir / LAST, loop.epoch)
+    loop.data_key = data_key
     resumed_from = loop.epoch
 
     def set_lr(step: int) -> float:

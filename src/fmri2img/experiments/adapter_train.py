@@ -58,6 +58,9 @@ class AdapterTrainConfig(FoldTrainingOptions):
     dropout: float = Field(0.1, ge=0, lt=1)
     condition_token: bool = False  # per-domain vectors; trains on vision trials too
     train_domain: Literal["imagery", "perception"] = "imagery"  # perception: a control
+    # A control for conditioned adapters: the same examples, domain labels permuted among
+    # them, so the per-domain vectors cannot learn what is specific to imagery.
+    shuffle_domains: bool = False
     split_train: str | None = None  # use the index's split labels instead of a protocol
     split_val: str | None = None
 
@@ -71,6 +74,9 @@ class AdapterTrainConfig(FoldTrainingOptions):
         if self.condition_token and self.train_domain != "imagery":
             raise ValueError("a conditioned adapter trains on both domains; leave "
                              "train_domain at imagery")
+        if self.shuffle_domains and not self.condition_token:
+            raise ValueError("shuffle_domains permutes the condition labels; it needs "
+                             "condition_token")
         return self
 
     @property
@@ -95,10 +101,11 @@ def _fold(cfg: AdapterTrainConfig, data: IndexData) -> Fold:
 
 def domain_examples(pipeline: DecoderPipeline, data: IndexData, rows: pd.DataFrame,
                     targets: Targets, n_averages: int, rng: np.random.Generator,
-                    condition: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    condition: bool, shuffle: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(decoder outputs, target embeddings, domain of each example) of repetition averages
     drawn per (domain, target); inputs are packed with the domain code when
-    ``condition``."""
+    ``condition``, a permutation of the true codes when ``shuffle``."""
     from fmri2img.models.adapters import pack
 
     xs, ys, doms = [], [], []
@@ -112,7 +119,7 @@ def domain_examples(pipeline: DecoderPipeline, data: IndexData, rows: pd.DataFra
         doms += [str(domain)] * len(keys)
     x = np.concatenate(xs)
     if condition:
-        x = pack(x, doms)
+        x = pack(x, rng.permutation(doms) if shuffle else doms)
     return x, np.concatenate(ys), np.array(doms)
 
 
@@ -169,11 +176,12 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     fold = _fold(cfg, data)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.fold, 0xADA]))
     x_tr, y_tr, _ = domain_examples(pipeline, data, fold.train, targets, cfg.n_averages, rng,
-                                    cfg.condition_token)
+                                    cfg.condition_token, cfg.shuffle_domains)
     val = None
     if len(fold.val):
         x_va, y_va, _ = domain_examples(pipeline, data, fold.val, targets,
-                                        max(1, cfg.n_averages // 2), rng, cfg.condition_token)
+                                        max(1, cfg.n_averages // 2), rng, cfg.condition_token,
+                                        cfg.shuffle_domains)
         val = (torch.from_numpy(x_va), torch.from_numpy(y_va))
     used = sorted(set(fold.train["stimulus"]) | set(fold.val["stimulus"]))
     with atomic_path(out / "cache" / "targets.npz") as tmp:
@@ -230,6 +238,7 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     summary = {
         "adapter_best": str(out / BEST), "adapter_last": str(out / LAST),
         "subject": data.subject, "adapter": cfg.adapter, "condition": cfg.condition_token,
+        "shuffled_domains": cfg.shuffle_domains,
         "n_parameters": adapter.n_parameters(), "protocol": fold.protocol,
         "fold": fold.fold, "test_targets": fold.test_targets,
         "train_seconds": round(result.seconds, 3), "epochs_run": result.epochs_run,

@@ -28,6 +28,16 @@ from fmri2img.eval.stats import bootstrap_ci, paired_difference_test
 BAND = (0.6, 0.8)
 ALPHA = 0.05
 VISION_CONTROL = "adapter_mlp_vision"
+# Each adapter's control: the same training without what could make a gain imagery-
+# specific. Unconditioned adapters against the mlp adapter trained on the session's vision
+# trials (never imagery); the conditioned adapter, which trains on vision *and* imagery
+# trials, against itself with the domain labels permuted (same data, no domain).
+CONTROLS = {"adapter_linear": VISION_CONTROL, "adapter_mlp": VISION_CONTROL,
+            "adapter_mlp_cond": "adapter_mlp_cond_shuffled"}
+CONTROL_ROLES = {
+    VISION_CONTROL: "control: trained on the session's vision trials, never on imagery",
+    "adapter_mlp_cond_shuffled": "control: adapter_mlp_cond's examples with the domain "
+                                 "labels permuted"}
 
 
 def _paired(a: dict[str, float], b: dict[str, float], n_resamples: int,
@@ -52,8 +62,8 @@ def _find(rows: list[dict[str, Any]], subject: str, method: str) -> dict[str, An
 def add_comparisons(rows: list[dict[str, Any]], n_resamples: int = 2000,
                     seed: int = 0) -> list[dict[str, Any]]:
     """Each row gains ``vs_direct``: its imagery cosine minus the direct decoder's, paired
-    over the scored targets; adapters also gain ``vs_vision_control`` (against the same
-    adapter trained on vision trials)."""
+    over the scored targets; adapters with a control (:data:`CONTROLS`) also gain
+    ``control`` and ``vs_control``, the same difference against that control."""
     out = []
     for r in rows:
         r = dict(r)
@@ -62,12 +72,12 @@ def add_comparisons(rows: list[dict[str, Any]], n_resamples: int = 2000,
         r["vs_direct"] = (None if r["method"] == "direct" or direct is None else
                           _paired(r["per_target_cosine"], direct["per_target_cosine"],
                                   n_resamples, seed, sets))
-        control = _find(rows, r["subject"], VISION_CONTROL)
-        r["vs_vision_control"] = (
-            _paired(r["per_target_cosine"], control["per_target_cosine"], n_resamples, seed,
-                    sets)
-            if r["strategy"] == "adapter" and r["method"] != VISION_CONTROL
-            and control is not None else None)
+        name = CONTROLS.get(r["method"])
+        control = None if name is None else _find(rows, r["subject"], name)
+        r["control"] = name
+        r["vs_control"] = (None if control is None else
+                           _paired(r["per_target_cosine"], control["per_target_cosine"],
+                                   n_resamples, seed, sets))
         out.append(r)
     return out
 
@@ -190,36 +200,53 @@ def h3(rows: list[dict[str, Any]], n_resamples: int, seed: int,
 
 def adapters_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per adapter, how many subjects show a gain over direct transfer, and how many show
-    an *imagery* gain: one that the vision-trained control (the same adapter trained on the
-    session's vision trials of the same targets) does not match. A gain the control
-    matches comes from adapting to the session and its target set, which vision trials
-    teach as well; under the null simulation that is all an adapter can learn."""
+    an *imagery* gain: one that its control (:data:`CONTROLS`) does not match. A gain the
+    vision-trained control matches comes from adapting to the session and its target set,
+    which vision trials teach as well; one the shuffled-label control matches comes from
+    the extra data. Under the null simulation that is all an adapter can learn."""
     out = {}
     for method in sorted({r["method"] for r in rows if r["strategy"] == "adapter"}):
         sel = [r for r in rows if r["method"] == method and r["fraction"] >= 1.0]
         gains = [r["vs_direct"]["mean_difference"] for r in sel if r["vs_direct"]]
-        entry = {
+        entry: dict[str, Any] = {
             "n_subjects": len(sel),
             "mean_gain_vs_direct": float(np.mean(gains)) if gains else None,
             "significant_gain_vs_direct": sum(_sig(r["vs_direct"]) for r in sel),
             "significant_gain_vs_direct_p": sum(_p(r["vs_direct"]) for r in sel)}
-        domains = sel[0].get("adapter_domains") if sel else None
-        if method == VISION_CONTROL:
-            entry["role"] = "control: trained on vision trials, never on imagery"
-        elif domains and "perception" in domains:
-            # Trained on vision *and* imagery trials: more data than the control, so
-            # beating it says nothing about imagery (under the null simulation it does).
-            entry["role"] = ("trained on vision and imagery trials: more data than the "
-                             "control, so no imagery-gain verdict")
-            entry["significant_gain_vs_vision_control"] = sum(
-                _sig(r.get("vs_vision_control")) for r in sel)
-        else:
-            entry["significant_gain_vs_vision_control"] = sum(
-                _sig(r.get("vs_vision_control")) for r in sel)
-            entry["significant_imagery_gain"] = sum(
-                _sig(r["vs_direct"]) and _sig(r.get("vs_vision_control")) for r in sel)
+        if method in CONTROL_ROLES:
+            entry["role"] = CONTROL_ROLES[method]
+        elif method in CONTROLS:
+            vs = [r.get("vs_control") for r in sel]
+            ctrl_gains = [c["mean_difference"] for c in vs if c]
+            entry.update({
+                "control": CONTROLS[method],
+                "n_with_control": sum(c is not None for c in vs),
+                "mean_gain_vs_control": float(np.mean(ctrl_gains)) if ctrl_gains else None,
+                "significant_gain_vs_control": sum(_sig(c) for c in vs),
+                "significant_imagery_gain": sum(
+                    _sig(r["vs_direct"]) and _sig(r.get("vs_control")) for r in sel)})
         out[method] = entry
     return out
+
+
+def adapters_verdict(summary: dict[str, Any]) -> str:
+    """One sentence: which adapters show an imagery gain (beyond their control) in most
+    subjects, and what their gains over direct transfer were otherwise."""
+    judged = {m: v for m, v in summary.items() if v.get("n_with_control")}
+    if not judged:
+        return "no adapter was run with its control"
+    wins = [f"{m} ({v['significant_imagery_gain']}/{v['n_subjects']})"
+            for m, v in judged.items() if v["significant_imagery_gain"] > v["n_subjects"] / 2]
+    if wins:
+        return "imagery gain beyond the control in most subjects: " + ", ".join(wins)
+    gained = [m for m, v in judged.items()
+              if v["significant_gain_vs_direct"] > v["n_subjects"] / 2]
+    text = "no adapter shows an imagery gain beyond its control in most subjects"
+    if gained:
+        text += ("; the gains over direct transfer of " + ", ".join(gained) + " are matched "
+                 "by their controls (adaptation to the session, its targets and the amount "
+                 "of data, not to imagery)")
+    return text
 
 
 def write_hypotheses(rows: list[dict[str, Any]], out: Path, n_resamples: int = 2000,
@@ -227,6 +254,7 @@ def write_hypotheses(rows: list[dict[str, Any]], out: Path, n_resamples: int = 2
     result = {"H1": h1(rows, n_resamples, seed), "H2": h2(rows, n_resamples, seed),
               "H3": h3(rows, n_resamples, seed), "adapters": adapters_summary(rows),
               "alpha": ALPHA}
+    result["adapters_verdict"] = adapters_verdict(result["adapters"])
     write_json(out / "hypotheses.json", result)
     write_text(out / "hypotheses.md", render(result))
     return result
@@ -267,23 +295,39 @@ def render(h: dict[str, Any]) -> str:
                      f"{v['finetune_params']} parameters; {v['adapter_seconds']} s vs "
                      f"{v['finetune_seconds']} s")
     lines += ["", "## Adapters: gain over direct transfer, and how much of it is imagery", "",
-              f"`{VISION_CONTROL}` is the same mlp adapter trained on the session's vision "
-              "trials of the same training targets: it adapts to the session and the target "
-              "set but never sees imagery. A gain over direct transfer that it matches is "
-              "that adaptation; an **imagery gain** is one that also beats it. Conditioned "
-              "adapters train on vision *and* imagery trials, more data than the control, "
-              "so beating it is no evidence about imagery (n/a). Subjects counted where the "
-              "95% CI excludes 0.", "",
-              "| adapter | mean gain vs direct | gain vs direct (CI) | gain vs direct "
-              "(CI and p) | beats vision-trained control | imagery gain |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "A gain over direct transfer can come from adapting to the imagery session and "
+              "its target set, which its vision trials teach as well, or from more training "
+              "data; neither is evidence about imagery. Each adapter is therefore also "
+              f"compared with its control: `{VISION_CONTROL}` (the mlp adapter trained on the "
+              "session's vision trials of the same targets, never on imagery) for the "
+              "unconditioned adapters, and `adapter_mlp_cond_shuffled` (the same examples "
+              "with the domain labels permuted) for `adapter_mlp_cond`. An **imagery gain** "
+              "beats both direct transfer and the control. Subjects counted where the 95% CI "
+              "excludes 0.", ""]
+    if "adapters_verdict" in h:
+        lines += [f"**Verdict:** {h['adapters_verdict']}", ""]
+    lines += ["| adapter | mean gain vs direct | gain vs direct (CI) | gain vs direct "
+              "(CI and p) | control | mean gain vs control | beats control | imagery gain |",
+              "|---|---:|---:|---:|---|---:|---:|---:|"]
     for m, v in h["adapters"].items():
         n = v["n_subjects"]
-        mean = "-" if v["mean_gain_vs_direct"] is None else f"{v['mean_gain_vs_direct']:+.3f}"
-        ctrl = (f"{v['significant_gain_vs_vision_control']}/{n}"
-                if "significant_gain_vs_vision_control" in v else "(control)")
-        img = (f"{v['significant_imagery_gain']}/{n}" if "significant_imagery_gain" in v
-               else "(control)" if m == VISION_CONTROL else "n/a (more data)")
+        mean = _signed(v["mean_gain_vs_direct"])
+        if "role" in v:
+            ctrl, vs_ctrl, beats, img = "(is a control)", "-", "-", "-"
+        elif "control" in v:
+            ctrl, vs_ctrl = f"`{v['control']}`", _signed(v["mean_gain_vs_control"])
+            if v["n_with_control"]:
+                beats = f"{v['significant_gain_vs_control']}/{v['n_with_control']}"
+                img = f"{v['significant_imagery_gain']}/{n}"
+            else:
+                beats = img = "control not run"
+        else:
+            ctrl, vs_ctrl, beats, img = "none", "-", "-", "no control"
         lines.append(f"| {m} | {mean} | {v['significant_gain_vs_direct']}/{n} | "
-                     f"{v['significant_gain_vs_direct_p']}/{n} | {ctrl} | {img} |")
+                     f"{v['significant_gain_vs_direct_p']}/{n} | {ctrl} | {vs_ctrl} | "
+                     f"{beats} | {img} |")
     return "\n".join(lines) + "\n"
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"

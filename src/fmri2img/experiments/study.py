@@ -56,8 +56,8 @@ class StudyConfig(StrictModel):
     # transfer ablation (H2, H3) on this decoder; None or no methods: skip it
     ablation_model: str | None = "ridge"
     ablation_methods: list[str] = Field(default_factory=lambda: [
-        "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond", "adapter_mlp_vision",
-        "mixed", "finetune", "imagery_only"])
+        "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond",
+        "adapter_mlp_cond_shuffled", "adapter_mlp_vision", "mixed", "finetune", "imagery_only"])
     ablation_permutations: int = 200  # per cell; the H1 evaluations keep n_permutations
 
 

@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from fmri2img.models.registry import build
+from fmri2img.data.splits import grouped_folds
+from fmri2img.models.registry import decoders
 from fmri2img.models.ridge import default_alphas
-from fmri2img.models.ridge_solvers import grouped_folds
 
 log = logging.getLogger("bench_ridge")
 
@@ -160,7 +160,7 @@ def gemm_rate(backend: str, device: str, size: int) -> float:
 # ------------------------------------------------------------------------------------------
 def fit_ours(d: dict[str, np.ndarray], alphas: list[float], args: argparse.Namespace) -> Any:
     p = d["X"].shape[1]
-    model = build("ridge", p, d["Y"].shape[1], {
+    model = decoders.build("ridge", p, d["Y"].shape[1], {
         "alphas": alphas, "alpha_per_target": True, "n_folds": 5, "dtype": "float32",
         "backend": args.backend, "device": args.device, "seed": 0,
         "factorization": args.factorization,

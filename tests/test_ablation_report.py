@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmri2img.report.ablation_report import results_frame, write_figures, write_tables
+from fmri2img.report.ablation_figures import write_figures
+from fmri2img.report.ablation_tables import results_frame, write_tables
 
 SUBJECTS = ("subj01", "subj02", "subj03")
 # (method, strategy, fraction); imagery_only has no perception test and no paired comparison

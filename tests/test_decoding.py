@@ -38,17 +38,19 @@ class _Payload:
     """Any pickled object (harmless here) that a checkpoint loader must never unpickle."""
 
 
-def test_registry_is_complete() -> None:
-    for name in registry.available():
-        cls = registry.get(name)
-        assert cls.name == name
-        model = registry.build(name, 7, 3)
-        assert (model.n_inputs, model.n_outputs) == (7, 3)
-    assert set(registry._REGISTRY) == set(registry.MODULES)
-    with pytest.raises(KeyError):
-        registry.get("nope")
+def test_registries_are_complete() -> None:
+    for family in (registry.decoders, registry.adapters):
+        for name in family.available():
+            cls = family.get(name)
+            assert cls.name == name
+            model = family.build(name, 7, 7)
+            assert (model.input_shape, model.n_outputs) == ((7,), 7)
+        # every module the registry names registers what it promises, and nothing else
+        assert set(family._classes) == set(family.modules)
+        with pytest.raises(KeyError):
+            family.get("nope")
     with pytest.raises(ValueError, match="invalid options"):
-        registry.build("ridge", 7, 3, {"no_such_option": 1})
+        registry.decoders.build("ridge", 7, 3, {"no_such_option": 1})
 
 
 def test_train_writes_checkpoint_and_summary(sim: dict[str, Path]) -> None:

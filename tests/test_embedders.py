@@ -28,11 +28,11 @@ from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.nsd_layout import NSDPaths
 from fmri2img.data.simulate import SimulationConfig, simulate
 from fmri2img.errors import DataError
+from fmri2img.io.embedding_table import read_embedding_table, write_embedding_table
 from fmri2img.targets import embed as embed_mod
 from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index, load_targets
 from fmri2img.targets.embedders import Embedder, make_embedder, parse_spec
 from fmri2img.targets.images import index_stimuli, rgb_array
-from fmri2img.targets.table import read_embedding_table, write_embedding_table
 
 MIYAWAKI = SHARED_DATA / "miyawaki2008" / "miyawaki_conditions_2to5_combined_sharp.mat"
 TINY_CLIP = {"embed_dim": 8,

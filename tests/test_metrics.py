@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.stats import hypergeom
 
 from fmri2img.eval import metrics as M
+from fmri2img.eval import pairwise as PW
 from fmri2img.eval.stats import bootstrap_ci
 
 FAST = settings(max_examples=40, deadline=None)
@@ -268,16 +269,16 @@ def test_pairwise_metrics_decompose_over_permutations(
     pred, targets = data
     perm = np.random.default_rng(seed).permutation(len(pred))
     rows = np.arange(len(pred))
-    two_way = M.two_way_metric.pair_scores(pred, targets)
+    two_way = PW.two_way_metric.pair_scores(pred, targets)
     np.testing.assert_allclose(two_way[rows, perm], M.two_way_per_item(pred, targets[perm]))
-    cosine = M.cosine_metric.pair_scores(pred, targets)
+    cosine = PW.cosine_metric.pair_scores(pred, targets)
     np.testing.assert_allclose(cosine[rows, perm], M.cosine_per_item(pred, targets[perm]),
                                atol=1e-12)
     n = len(pred)
-    top2 = M.top_k_metric(2)
+    top2 = PW.top_k_metric(2)
     full = M.retrieval_hits(pred, targets[perm], rows, ks=(2,), pool_size=n, n_pools=1)
     np.testing.assert_allclose(top2.pair_scores(pred, targets)[rows, perm], full[2])
-    assert M.two_way_metric(pred, targets) == pytest.approx(
+    assert PW.two_way_metric(pred, targets) == pytest.approx(
         M.two_way_per_item(pred, targets).mean())
 
 

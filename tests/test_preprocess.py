@@ -9,7 +9,7 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from fmri2img.models.checkpoint import load_checkpoint, save_checkpoint
+from fmri2img.io.checkpoint import load_checkpoint, save_checkpoint
 from fmri2img.models.preprocess import Preprocessor
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from fmri2img.atomic import write_json
-from fmri2img.experiments.reuse import input_files, is_done, run_once
+from fmri2img.io.atomic import write_json
+from fmri2img.io.reuse import input_files, is_done, run_once
 
 
 class _Cfg:

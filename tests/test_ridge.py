@@ -11,10 +11,12 @@ import pytest
 from sklearn.linear_model import Ridge as SkRidge
 from sklearn.metrics import r2_score
 
-from fmri2img.models import ridge_solvers
-from fmri2img.models.registry import build, get
+from fmri2img.data.splits import grouped_folds
+from fmri2img.models.registry import decoders
 from fmri2img.models.ridge import Ridge, RidgeConfig
-from fmri2img.models.ridge_solvers import choose_factorization, grouped_folds
+from fmri2img.models.ridge import linalg as ridge_linalg
+from fmri2img.models.ridge.backends import make_ops
+from fmri2img.models.ridge.linalg import choose_factorization
 
 ALPHAS = [1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4]
 
@@ -73,7 +75,7 @@ VARIANTS = [  # (solver, factorization)
 def test_weights_equal_sklearn_at_chosen_alpha(n, p, fit_intercept, solver, factorization,
                                                backend):
     X, Y, groups = problem(n, p, 6, seed=n + p)
-    model = build("ridge", p, 6, dict(
+    model = decoders.build("ridge", p, 6, dict(
         alphas=ALPHAS, dtype="float64", backend=backend, solver=solver,
         factorization=factorization, fit_intercept=fit_intercept,
     )).fit(X, Y, groups=groups)
@@ -104,7 +106,7 @@ def test_cv_picks_the_alpha_of_an_explicit_grouped_loop(solver, factorization, b
     cfg = dict(alphas=ALPHAS, dtype="float64", backend=backend, solver=solver,
                factorization=factorization, alpha_per_target=alpha_per_target,
                scoring=scoring, n_folds=4, seed=11)
-    model = build("ridge", p, k, cfg).fit(X, Y, groups=groups)
+    model = decoders.build("ridge", p, k, cfg).fit(X, Y, groups=groups)
 
     folds = grouped_folds(groups, n, 4, seed=11)
     scores = sklearn_loop_scores(X, Y, folds, ALPHAS, scoring=scoring)
@@ -118,27 +120,6 @@ def test_cv_picks_the_alpha_of_an_explicit_grouped_loop(solver, factorization, b
         assert len(np.unique(model.alpha_)) > 1
 
 
-def test_grouped_folds_never_split_a_group():
-    rng = np.random.default_rng(0)
-    sizes = rng.integers(1, 6, size=300)
-    names = np.array([f"img{i:04d}" for i in range(300)])
-    groups = rng.permutation(np.repeat(names, sizes))
-    folds = grouped_folds(groups, len(groups), 5, seed=2)
-    assert set(np.unique(folds)) == set(range(5))
-    for g in np.unique(groups):
-        assert len(np.unique(folds[groups == g])) == 1
-    counts = np.bincount(folds)
-    assert counts.max() - counts.min() <= sizes.max()
-    # deterministic given the seed, different across seeds
-    np.testing.assert_array_equal(folds, grouped_folds(groups, len(groups), 5, seed=2))
-    assert not np.array_equal(folds, grouped_folds(groups, len(groups), 5, seed=3))
-    # no groups: every row is its own group, folds as equal as possible
-    solo = grouped_folds(None, 23, 5, seed=0)
-    assert sorted(np.bincount(solo)) == [4, 4, 5, 5, 5]
-    with pytest.raises(ValueError, match="at least 5 groups"):
-        grouped_folds(np.array([1, 1, 2, 2, 3, 3]), 6, 5, seed=0)
-
-
 def test_float32_close_to_float64():
     X, Y, groups = problem(120, 200, 10, seed=7)
     X, Y = X.astype(np.float32), Y.astype(np.float32)
@@ -146,7 +127,7 @@ def test_float32_close_to_float64():
     preds = {}
     for backend in ("numpy", "torch"):
         for dtype in ("float32", "float64"):
-            m = build("ridge", 200, 10, dict(alphas=ALPHAS, dtype=dtype, backend=backend))
+            m = decoders.build("ridge", 200, 10, dict(alphas=ALPHAS, dtype=dtype, backend=backend))
             m.fit(X, Y, groups=groups)
             assert m.coef_.dtype == np.dtype(dtype)
             preds[backend, dtype] = (m.predict(X_new), m.alpha_, m.cv_scores_)
@@ -161,14 +142,15 @@ def test_float32_close_to_float64():
 def test_cholesky_failure_falls_back_to_the_eigendecomposition(monkeypatch):
     X, Y, groups = problem(50, 70, 4, seed=9)
     cfg = dict(alphas=ALPHAS, dtype="float64", backend="numpy", solver="dual")
-    eigh = build("ridge", 70, 4, dict(cfg, factorization="eigh")).fit(X, Y, groups=groups)
-    real_solve = ridge_solvers._CholeskyFactor.solve
+    eigh = decoders.build("ridge", 70, 4, dict(cfg, factorization="eigh")).fit(X, Y, groups=groups)
+    real_solve = ridge_linalg.CholeskyFactor.solve
 
     def solve(self, alpha):  # as if K + alpha I were not numerically positive definite
         return None if alpha < 10 else real_solve(self, alpha)
 
-    monkeypatch.setattr(ridge_solvers._CholeskyFactor, "solve", solve)
-    chol = build("ridge", 70, 4, dict(cfg, factorization="cholesky")).fit(X, Y, groups=groups)
+    monkeypatch.setattr(ridge_linalg.CholeskyFactor, "solve", solve)
+    chol = decoders.build("ridge", 70, 4, dict(cfg, factorization="cholesky"))
+    chol.fit(X, Y, groups=groups)
     assert chol.fit_info_["factorization"] == "cholesky+eigh"
     np.testing.assert_allclose(chol.cv_scores_, eigh.cv_scores_, rtol=1e-8, atol=1e-10)
     np.testing.assert_array_equal(chol.alpha_, eigh.alpha_)
@@ -177,7 +159,7 @@ def test_cholesky_failure_falls_back_to_the_eigendecomposition(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_cholesky_reports_indefinite_matrices(backend):
-    ops = ridge_solvers.make_ops(backend, "float64")
+    ops = make_ops(backend, "float64")
     bad = ops.asarray(np.array([[1.0, 2.0], [2.0, 1.0]]))
     assert ops.cholesky(bad) is None
     good = np.array([[4.0, 2.0], [2.0, 3.0]])
@@ -192,8 +174,8 @@ def test_auto_factorization_cost_model():
 
 
 def test_registry_and_config_validation():
-    assert get("ridge") is Ridge
-    model = build("ridge", 30, 4, {"alphas": [1.0, 10.0], "alpha_per_target": False,
+    assert decoders.get("ridge") is Ridge
+    model = decoders.build("ridge", 30, 4, {"alphas": [1.0, 10.0], "alpha_per_target": False,
                                    "backend": "numpy"})
     assert isinstance(model, Ridge) and isinstance(model.config, RidgeConfig)
     assert (model.n_inputs, model.n_outputs) == (30, 4)
@@ -202,13 +184,13 @@ def test_registry_and_config_validation():
                 {"n_folds": 1}, {"backend": "jax"}, {"device": "gpu0"},
                 {"backend": "numpy", "device": "cuda"}):
         with pytest.raises(ValueError, match="invalid options for decoder 'ridge'"):
-            build("ridge", 30, 4, bad)
+            decoders.build("ridge", 30, 4, bad)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_state_round_trip(backend):
     X, Y, groups = problem(40, 60, 5, seed=4)
-    model = build("ridge", 60, 5, {"backend": backend}).fit(X, Y, groups=groups)
+    model = decoders.build("ridge", 60, 5, {"backend": backend}).fit(X, Y, groups=groups)
     arrays, meta = model.state()
     assert set(arrays) == {"coef", "intercept", "alpha", "cv_scores"}
     assert arrays["cv_scores"].shape == (10, 5)
@@ -223,7 +205,7 @@ def test_state_round_trip(backend):
 
 def test_bad_input_is_rejected_clearly():
     X, Y, groups = problem(40, 60, 3, seed=1)
-    model = build("ridge", 60, 3, {"backend": "numpy"})
+    model = decoders.build("ridge", 60, 3, {"backend": "numpy"})
     with pytest.raises(RuntimeError, match="before fit"):
         model.predict(X)
     with pytest.raises(ValueError, match=r"inputs of shape \(n, 60\)"):
@@ -253,9 +235,9 @@ def test_cuda_matches_cpu():
         pytest.skip("no CUDA device")
     X, Y, groups = problem(300, 500, 16, seed=2)
     cfg = dict(alphas=ALPHAS, dtype="float64", backend="torch")
-    cpu = build("ridge", 500, 16, cfg).fit(X, Y, groups=groups)
+    cpu = decoders.build("ridge", 500, 16, cfg).fit(X, Y, groups=groups)
     for fac in ("eigh", "cholesky"):
-        gpu = build("ridge", 500, 16, dict(cfg, device="cuda", factorization=fac))
+        gpu = decoders.build("ridge", 500, 16, dict(cfg, device="cuda", factorization=fac))
         gpu.fit(X, Y, groups=groups)
         np.testing.assert_array_equal(gpu.alpha_, cpu.alpha_)
         np.testing.assert_allclose(gpu.coef_, cpu.coef_, rtol=1e-6, atol=1e-9)
@@ -264,7 +246,7 @@ def test_cuda_matches_cpu():
 def test_no_groups_means_one_group_per_row():
     X, Y, _ = problem(40, 60, 3, seed=6)
     cfg = {"backend": "numpy", "alphas": ALPHAS}
-    a = build("ridge", 60, 3, cfg).fit(X, Y, X_val=X[:5], Y_val=Y[:5])  # X_val: unused
-    b = build("ridge", 60, 3, cfg).fit(X, Y, groups=np.arange(40) * 7)
+    a = decoders.build("ridge", 60, 3, cfg).fit(X, Y, X_val=X[:5], Y_val=Y[:5])  # X_val: unused
+    b = decoders.build("ridge", 60, 3, cfg).fit(X, Y, groups=np.arange(40) * 7)
     np.testing.assert_array_equal(a.cv_scores_, b.cv_scores_)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))

@@ -34,7 +34,7 @@ from fmri2img.data.simulate.imagery_design import (
     TSV_COLUMNS,
 )
 from fmri2img.errors import DataError
-from fmri2img.targets.table import read_embedding_table
+from fmri2img.io.embedding_table import read_embedding_table
 
 SUBJ = (1, 2)
 STREAMS = {name: k for k, name in ROI_LABELS["streams"].items()}

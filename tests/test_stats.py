@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats as sps
 
-from fmri2img.eval import metrics as M
+from fmri2img.eval import pairwise as PW
+from fmri2img.eval import permutation as P
 from fmri2img.eval import stats as S
 
 FAST = settings(max_examples=30, deadline=None)
@@ -95,7 +96,7 @@ def _paired(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_permutation_strong_decoder_has_minimal_p() -> None:
     pred, targets = _paired(40, 0.5, 10)
-    res = S.permutation_test_vs_chance(M.two_way_metric, pred, targets, n_permutations=999)
+    res = P.permutation_test_vs_chance(PW.two_way_metric, pred, targets, n_permutations=999)
     assert res.observed > 0.95
     assert res.p_value == pytest.approx(1 / 1000)
     assert res.null.shape == (999,)
@@ -107,7 +108,7 @@ def test_permutation_null_p_values_roughly_uniform() -> None:
     for seed in range(60):
         rng = np.random.default_rng(100 + seed)
         pred, targets = rng.normal(size=(12, 8)), rng.normal(size=(12, 8))
-        res = S.permutation_test_vs_chance(M.two_way_metric, pred, targets,
+        res = P.permutation_test_vs_chance(PW.two_way_metric, pred, targets,
                                            n_permutations=200, seed=seed)
         p_values.append(res.p_value)
     p = np.array(p_values)
@@ -118,9 +119,9 @@ def test_permutation_null_p_values_roughly_uniform() -> None:
 
 def test_permutation_fast_path_equals_generic_path() -> None:
     pred, targets = _paired(15, 2.0, 11)
-    for metric in (M.two_way_metric, M.cosine_metric, M.top_k_metric(3)):
-        fast = S.permutation_test_vs_chance(metric, pred, targets, n_permutations=300, seed=4)
-        slow = S.permutation_test_vs_chance(
+    for metric in (PW.two_way_metric, PW.cosine_metric, PW.top_k_metric(3)):
+        fast = P.permutation_test_vs_chance(metric, pred, targets, n_permutations=300, seed=4)
+        slow = P.permutation_test_vs_chance(
             lambda p, t, m=metric: m(p, t), pred, targets, n_permutations=300, seed=4
         )
         assert fast.observed == pytest.approx(slow.observed)
@@ -134,19 +135,19 @@ def test_permutation_generic_metric_and_alternative() -> None:
     def distance(p: np.ndarray, t: np.ndarray) -> float:
         return float(np.mean(np.linalg.norm(p - t, axis=1)))
 
-    res = S.permutation_test_vs_chance(distance, pred, targets, n_permutations=199,
+    res = P.permutation_test_vs_chance(distance, pred, targets, n_permutations=199,
                                        alternative="less")
     assert res.p_value == pytest.approx(1 / 200)
-    wrong_way = S.permutation_test_vs_chance(distance, pred, targets, n_permutations=199)
+    wrong_way = P.permutation_test_vs_chance(distance, pred, targets, n_permutations=199)
     assert wrong_way.p_value > 0.9
-    again = S.permutation_test_vs_chance(distance, pred, targets, n_permutations=199,
+    again = P.permutation_test_vs_chance(distance, pred, targets, n_permutations=199,
                                          alternative="less")
     np.testing.assert_array_equal(res.null, again.null)
 
 
 def test_permutation_fast_for_large_n() -> None:
     pred, targets = _paired(1000, 4.0, 13)
-    res = S.permutation_test_vs_chance(M.two_way_metric, pred, targets)
+    res = P.permutation_test_vs_chance(PW.two_way_metric, pred, targets)
     assert res.null.shape == (1000,)
     assert res.p_value == pytest.approx(1 / 1001)
 
@@ -230,7 +231,7 @@ def test_input_validation() -> None:
     with pytest.raises(ValueError, match="method"):
         S.bootstrap_ci(np.ones(4), method="basic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="same number"):
-        S.permutation_test_vs_chance(M.two_way_metric, np.ones((3, 2)), np.ones((4, 2)))
+        P.permutation_test_vs_chance(PW.two_way_metric, np.ones((3, 2)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="pair up"):
         S.paired_difference_test([1.0, 2.0], [1.0])
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from fmri2img.errors import DataError
+from fmri2img.io.checkpoint import load_checkpoint, save_checkpoint
 from fmri2img.models.base import Decoder, DecoderConfig
-from fmri2img.models.checkpoint import load_checkpoint, save_checkpoint
-from fmri2img.models.registry import build, get
-from fmri2img.training.trainer import grouped_holdout
+from fmri2img.models.registry import decoders
 
 NAMES = ("mlp", "two_stage", "contrastive_mlp")
 
@@ -75,7 +74,7 @@ def _top1(P: np.ndarray, Y: np.ndarray) -> float:
 
 
 def _fit(name: str, data: Synthetic, **overrides: Any) -> Decoder:
-    return build(name, data.p, data.d, {**TINY[name], **overrides}).fit(
+    return decoders.build(name, data.p, data.d, {**TINY[name], **overrides}).fit(
         data.X, data.Y, groups=data.groups)
 
 
@@ -96,9 +95,9 @@ def test_decoder_learns_held_out_stimuli(name: str, data: Synthetic) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_predictions(name: str, data: Synthetic) -> None:
     cfg = {**TINY[name], "epochs": 3, "dropout": 0.2}
-    a = build(name, data.p, data.d, cfg).fit(data.X, data.Y).predict(data.X_test)
-    b = build(name, data.p, data.d, cfg).fit(data.X, data.Y).predict(data.X_test)
-    c = build(name, data.p, data.d, {**cfg, "seed": 1}).fit(data.X, data.Y).predict(
+    a = decoders.build(name, data.p, data.d, cfg).fit(data.X, data.Y).predict(data.X_test)
+    b = decoders.build(name, data.p, data.d, cfg).fit(data.X, data.Y).predict(data.X_test)
+    c = decoders.build(name, data.p, data.d, {**cfg, "seed": 1}).fit(data.X, data.Y).predict(
         data.X_test)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
@@ -110,7 +109,7 @@ def test_state_round_trip_through_checkpoint(name: str, data: Synthetic, tmp_pat
     arrays, meta = model.state()
     save_checkpoint(tmp_path / f"{name}.pt", arrays, meta)
     arrays2, meta2 = load_checkpoint(tmp_path / f"{name}.pt")
-    cls = get(name)
+    cls = decoders.get(name)
     back = cls.from_state(data.p, data.d, cls.Config(**meta2["config"]), arrays2, meta2)
     np.testing.assert_array_equal(back.predict(data.X_test), model.predict(data.X_test))
     assert back.history_ == model.history_
@@ -122,29 +121,29 @@ def test_state_round_trip_through_checkpoint(name: str, data: Synthetic, tmp_pat
 
 def test_registry_builds_all_and_rejects_unknown_options() -> None:
     for name in NAMES:
-        model = build(name, 10, 4, {"epochs": 2})
+        model = decoders.build(name, 10, 4, {"epochs": 2})
         assert model.name == name and isinstance(model.config, DecoderConfig)
         assert model.config.epochs == 2 and model.config.device == "cpu"
         with pytest.raises(ValueError, match="invalid options"):
-            build(name, 10, 4, {"epochs": 2, "no_such_option": 1})
+            decoders.build(name, 10, 4, {"epochs": 2, "no_such_option": 1})
         with pytest.raises(ValueError, match="invalid options"):
-            build(name, 10, 4, {"device": "gpu0"})
+            decoders.build(name, 10, 4, {"device": "gpu0"})
         with pytest.raises(ValueError, match="invalid options"):
-            build(name, 10, 4, {"loss": "hinge"})
-    assert build("mlp", 10, 4, {"device": "cuda:1"}).config.device == "cuda:1"
+            decoders.build(name, 10, 4, {"loss": "hinge"})
+    assert decoders.build("mlp", 10, 4, {"device": "cuda:1"}).config.device == "cuda:1"
     with pytest.raises(ValueError, match="invalid options"):
-        build("mlp", 10, 4, {"hidden": [8, 0]})
-    assert get("contrastive_mlp").Config().loss == "infonce"
-    assert get("contrastive_mlp").Config().hidden == [2048, 1024]
+        decoders.build("mlp", 10, 4, {"hidden": [8, 0]})
+    assert decoders.get("contrastive_mlp").Config().loss == "infonce"
+    assert decoders.get("contrastive_mlp").Config().hidden == [2048, 1024]
 
 
 def test_architectures_follow_config() -> None:
-    mlp = build("mlp", 10, 4, {"hidden": [16, 8]})._build_network()
+    mlp = decoders.build("mlp", 10, 4, {"hidden": [16, 8]})._build_network()
     linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(10, 16), (16, 8), (8, 4)]
     assert any(isinstance(m, torch.nn.LayerNorm) for m in mlp.modules())
 
-    two = build("two_stage", 10, 4, {"width": 16, "n_blocks": 3, "head_hidden": 6})
+    two = decoders.build("two_stage", 10, 4, {"width": 16, "n_blocks": 3, "head_hidden": 6})
     net = two._build_network()
     assert len(net.body.blocks) == 3
     x = torch.randn(5, 16)
@@ -156,7 +155,7 @@ def test_architectures_follow_config() -> None:
     torch.testing.assert_close(block(x), x)
     assert net(torch.randn(5, 10)).shape == (5, 4)
 
-    con = build("contrastive_mlp", 10, 4, {"hidden": [16, 8]})._build_network()
+    con = decoders.build("contrastive_mlp", 10, 4, {"hidden": [16, 8]})._build_network()
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in con.modules()) == 2
     out = con.eval()(torch.randn(7, 10))
     torch.testing.assert_close(out.norm(dim=1), torch.ones(7))
@@ -179,11 +178,11 @@ def test_every_loss_trains_the_mlp(loss: str, data: Synthetic) -> None:
 
 def test_explicit_validation_set_is_used(data: Synthetic) -> None:
     n = 60
-    model = build("mlp", data.p, data.d, {**TINY["mlp"], "epochs": 2}).fit(
+    model = decoders.build("mlp", data.p, data.d, {**TINY["mlp"], "epochs": 2}).fit(
         data.X[n:], data.Y[n:], X_val=data.X[:n], Y_val=data.Y[:n])
     assert model.training_["val_rows"] == n
     assert model.training_["train_rows"] == len(data.X) - n
-    no_val = build("mlp", data.p, data.d, {**TINY["mlp"], "epochs": 2, "val_fraction": 0})
+    no_val = decoders.build("mlp", data.p, data.d, {**TINY["mlp"], "epochs": 2, "val_fraction": 0})
     no_val.fit(data.X, data.Y)
     assert no_val.training_["val_rows"] == 0
     assert all(h["val_loss"] is None for h in no_val.history_)
@@ -208,22 +207,8 @@ def test_fit_holds_out_whole_stimuli(data: Synthetic, monkeypatch: pytest.Monkey
     assert not any(row.tobytes() in tr_rows for row in Y_va)
 
 
-def test_grouped_holdout_keeps_groups_whole() -> None:
-    groups = np.repeat(np.arange(50), 3)
-    tr, va = grouped_holdout(groups.size, groups, 0.2, seed=4)
-    assert np.intersect1d(groups[tr], groups[va]).size == 0
-    assert np.unique(groups[va]).size == 10
-    assert np.union1d(tr, va).size == groups.size
-    _, va2 = grouped_holdout(groups.size, groups, 0.2, seed=4)
-    np.testing.assert_array_equal(va, va2)
-    assert not np.array_equal(va, grouped_holdout(groups.size, groups, 0.2, seed=5)[1])
-    # no groups: rows are their own groups; one group: nothing to hold out
-    assert grouped_holdout(10, None, 0.3, 0)[1].size == 3
-    assert grouped_holdout(6, np.zeros(6), 0.5, 0)[1].size == 0
-
-
 def test_bad_calls_fail_clearly(data: Synthetic) -> None:
-    model = build("mlp", data.p, data.d, TINY["mlp"])
+    model = decoders.build("mlp", data.p, data.d, TINY["mlp"])
     with pytest.raises(RuntimeError, match="not fitted"):
         model.predict(data.X_test)
     with pytest.raises(ValueError, match="expects inputs"):
@@ -237,4 +222,4 @@ def test_bad_calls_fail_clearly(data: Synthetic) -> None:
     with pytest.raises(DataError, match="CUDA"):
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
-        build("mlp", data.p, data.d, {**TINY["mlp"], "device": "cuda"}).fit(data.X, data.Y)
+        decoders.build("mlp", data.p, data.d, {**TINY["mlp"], "device": "cuda"}).fit(data.X, data.Y)

@@ -16,10 +16,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fmri2img.errors import DataError
-from fmri2img.models.checkpoint import load_checkpoint
+from fmri2img.io.checkpoint import load_checkpoint
 from fmri2img.training import losses
+from fmri2img.training.config import TrainerConfig
 from fmri2img.training.losses import get_loss, symmetric_infonce
-from fmri2img.training.trainer import LAST, TrainerConfig, lr_factor, train
+from fmri2img.training.resume import LAST
+from fmri2img.training.trainer import lr_factor, train
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,19 +16,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from fmri2img.cli import main
-from fmri2img.data.index import read_index
-from fmri2img.experiments.imagery_protocol import make_fold, target_folds, usable_rows
+from fmri2img.cli import build_parser, main
+from fmri2img.data.splits import usable_rows
+from fmri2img.experiments.adapter_train import AdapterTrainConfig
+from fmri2img.experiments.evaluate import EvalConfig
+from fmri2img.experiments.finetune import FinetuneConfig
+from fmri2img.experiments.train_decoder import TrainConfig
+from fmri2img.flags import config_from_args
+from fmri2img.io.checkpoint import load_checkpoint
+from fmri2img.models import registry
 from fmri2img.models.adapters import (
-    ADAPTERS,
     AdapterConfig,
     apply_adapter,
     build_adapter,
     load_adapter,
     save_adapter,
 )
-from fmri2img.models.checkpoint import load_checkpoint
 
 FAST = ["--n-bootstrap", "200", "--n-permutations", "50"]
 
@@ -55,11 +61,11 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # ----------------------------------------------------------------------------- adapters
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", registry.adapters.available())
 @pytest.mark.parametrize("condition", [False, True])
 def test_adapters_start_at_identity_and_round_trip(kind: str, condition: bool,
                                                    tmp_path: Path) -> None:
-    adapter = build_adapter(16, AdapterConfig(type=kind, condition=condition))
+    adapter = build_adapter(kind, 16, AdapterConfig(condition=condition))
     x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
     for domain in ("perception", "imagery"):
         np.testing.assert_array_equal(apply_adapter(adapter, x, domain), x)
@@ -71,7 +77,8 @@ def test_adapters_start_at_identity_and_round_trip(kind: str, condition: bool,
             p.add_(0.01 * torch.randn_like(p))
     save_adapter(tmp_path / "a.pt", adapter, {"note": "test"})
     back, meta = load_adapter(tmp_path / "a.pt", dim=16)
-    assert meta["adapter_type"] == kind and meta["n_parameters"] == adapter.n_parameters()
+    assert meta["model_type"] == kind
+    assert meta["model_meta"]["n_parameters"] == adapter.n_parameters()
     np.testing.assert_allclose(apply_adapter(back, x, "imagery"),
                                apply_adapter(adapter, x, "imagery"), rtol=1e-6, atol=1e-6)
     if condition:  # the domain vectors make the two domains differ once trained
@@ -82,12 +89,12 @@ def test_adapters_start_at_identity_and_round_trip(kind: str, condition: bool,
 def test_conditioned_mlp_learns_a_domain_offset(tmp_path: Path) -> None:
     """The per-domain output vectors learn from the first step (the branch's input vectors
     get no gradient while its zero-initialised last layer is still zero)."""
+    from fmri2img.io.checkpoint import save_checkpoint
     from fmri2img.models.adapters import pack
-    from fmri2img.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    adapter = build_adapter(8, AdapterConfig(type="mlp", condition=True, dropout=0.0))
+    adapter = build_adapter("mlp", 8, AdapterConfig(condition=True, dropout=0.0))
     x = rng.standard_normal((64, 8)).astype(np.float32)
     domains = ["imagery", "perception"] * 32
     shift = np.where(np.array(domains)[:, None] == "imagery", 0.5, 0.0).astype(np.float32)
@@ -120,40 +127,11 @@ def test_conditioned_mlp_learns_a_domain_offset(tmp_path: Path) -> None:
 def test_adapter_dimension_and_type_are_checked(tmp_path: Path) -> None:
     from fmri2img.errors import DataError
 
-    save_adapter(tmp_path / "a.pt", build_adapter(16, AdapterConfig(type="linear")), {})
+    save_adapter(tmp_path / "a.pt", build_adapter("linear", 16), {})
     with pytest.raises(DataError, match="16-d"):
         load_adapter(tmp_path / "a.pt", dim=32)
     with pytest.raises(DataError, match="linear adapter"):
         load_adapter(tmp_path / "a.pt", dim=16, expected_type="mlp")
-
-
-# ----------------------------------------------------------------------------- protocols
-def test_leave_targets_out_folds_never_share_targets(sim: dict[str, Path]) -> None:
-    frame, _ = read_index(sim["subj01_imagery"])
-    imagery = usable_rows(frame, ["imagery"])
-    assign = target_folds(imagery, 6, seed=0)
-    assert sorted(set(assign.values())) == list(range(6))
-    seen_test = []
-    for k in range(6):
-        fold = make_fold(frame, fold=k, n_folds=6, domains=("imagery", "perception"))
-        test = set(fold.test_targets)
-        seen_test += fold.test_targets
-        assert not test & set(fold.train["stimulus"]) and not test & set(fold.val["stimulus"])
-        assert fold.val["stimulus"].nunique() >= 2  # one per stimulus set
-    assert sorted(seen_test) == sorted(imagery["stimulus"].unique())
-    half = make_fold(frame, fold=0, n_folds=6, data_fraction=0.5)
-    full = make_fold(frame, fold=0, n_folds=6)
-    assert len(half.train) == pytest.approx(len(full.train) / 2, abs=len(full.test_targets))
-    assert set(half.train["stimulus"]) == set(full.train["stimulus"])
-
-
-def test_held_out_repetitions_split_trials_not_targets(sim: dict[str, Path]) -> None:
-    frame, _ = read_index(sim["subj01_imagery"])
-    fold = make_fold(frame, protocol="held-out-repetitions", fold=1, n_folds=2)
-    used = set(fold.seen_rows)
-    test_rows = usable_rows(frame, ["imagery"])
-    test_rows = test_rows[~test_rows["cache_row"].isin(used)]
-    assert len(test_rows) > 0 and set(test_rows["stimulus"]) == set(fold.train["stimulus"])
 
 
 # ----------------------------------------------------------------------------- train-adapter
@@ -202,7 +180,7 @@ def test_train_adapter_leaves_decoder_unchanged_and_eval_uses_it(sim: dict[str, 
 
 def test_eval_refuses_adapter_of_other_dimension(sim: dict[str, Path], tmp_path: Path,
                                                  capsys) -> None:
-    save_adapter(tmp_path / "a.pt", build_adapter(7, AdapterConfig(type="linear")), {})
+    save_adapter(tmp_path / "a.pt", build_adapter("linear", 7), {})
     rc = main(["eval", "--index", str(sim["subj01_imagery"]), "--checkpoint", str(sim["ckpt"]),
                "--targets", str(sim["targets"]), "--mode", "imagery", "--output-dir",
                str(tmp_path / "e"), "--adapter-checkpoint", str(tmp_path / "a.pt"), *FAST])
@@ -231,8 +209,8 @@ def test_adapter_seen_targets_are_never_scored(sim: dict[str, Path], tmp_path: P
 
 def test_shuffled_domain_control_keeps_the_data_and_permutes_the_labels(
         sim: dict[str, Path]) -> None:
+    from fmri2img.data.trials import IndexData, Targets
     from fmri2img.experiments.adapter_train import AdapterTrainConfig, domain_examples
-    from fmri2img.experiments.trial_data import IndexData, Targets
     from fmri2img.models.pipeline import DecoderPipeline
 
     pipeline, _ = DecoderPipeline.load(sim["ckpt"])
@@ -266,12 +244,8 @@ def _hyp_row(subject: str, method: str, per_target: dict[str, float]) -> dict:
 def test_imagery_gain_needs_to_beat_the_matched_control() -> None:
     """A gain over direct transfer that the control matches is not an imagery gain; each
     adapter is judged against its own control."""
-    from fmri2img.experiments.hypotheses import (
-        adapters_summary,
-        adapters_verdict,
-        add_comparisons,
-        render,
-    )
+    from fmri2img.analysis.hypotheses import adapters_summary, adapters_verdict, add_comparisons
+    from fmri2img.report.hypotheses_report import render
 
     rng = np.random.default_rng(0)
     keys = [f"{s}{i}" for s in "ab" for i in range(6)]
@@ -376,6 +350,14 @@ def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> Non
     commands = (out / "commands.txt").read_text()
     assert "fmri2img train-adapter" in commands and "fmri2img finetune" in commands
     assert "--shuffle-domains" in commands
+    # each recorded command, typed again, gives the config that ran
+    configs = {"train-adapter": AdapterTrainConfig, "finetune": FinetuneConfig,
+               "train": TrainConfig, "eval": EvalConfig}
+    for line in commands.splitlines():
+        words = shlex.split(line)
+        cfg = config_from_args(configs[words[1]], build_parser().parse_args(words[1:]))
+        ran = yaml.safe_load((cfg.output_dir / "config_resolved.yaml").read_text())
+        assert cfg.resolved() == ran, line
 
     # rerun: every cell reused, identical table
     before = _table(out)

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fmri2img.atomic import write_yaml
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import write_yaml
 
 M = TypeVar("M", bound="StrictModel")
 
@@ -25,14 +25,28 @@ class StrictModel(BaseModel):
 
     @classmethod
     def from_yaml(cls: type[M], path: str | Path, **overrides: Any) -> M:
-        path = Path(path)
-        if not path.exists():
-            raise DataError("config file not found", path)
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise DataError("config file must hold a mapping of option: value", path)
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        """The config in the YAML file ``path``, with ``overrides`` on top; a mapping given
+        in both is merged key by key."""
+        data = read_yaml(path)
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                value = {**data[key], **value}
+            data[key] = value
         try:
             return cls(**data)
         except ValidationError as exc:
             raise DataError(f"invalid configuration:\n{exc}", path) from exc
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of option: value in a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("config file not found", path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"not readable as YAML: {exc}", path) from exc
+    if not isinstance(data, dict):
+        raise DataError("config file must hold a mapping of option: value", path)
+    return data

@@ -25,7 +25,7 @@ def check_device_name(value: str) -> str:
 
 def resolve_device(name: str) -> torch.device:
     """``torch.device`` for a config string; an unavailable device is a clear error."""
-    import torch
+    import torch  # device names are checked without torch; only placing a model needs it
 
     text = str(name).strip().lower()
     if not DEVICE_RE.match(text):

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from fmri2img import __version__
-from fmri2img.atomic import atomic_dir, write_json
-from fmri2img.data.checksum import fingerprint_matches
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import atomic_dir, write_json
+from fmri2img.io.checksum import fingerprint_matches
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from fmri2img.atomic import write_json
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
-from fmri2img.data.checksum import BackgroundHasher, fingerprint
 from fmri2img.data.keys import imagery_key, nsd_key
 from fmri2img.data.nsd_layout import (
     BETA_SCALE,
@@ -50,6 +49,8 @@ from fmri2img.data.options import NSDSourceOptions
 from fmri2img.data.rois import RoiSelection, load_selection
 from fmri2img.data.volumes import read_masked, volume_format
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import write_json
+from fmri2img.io.checksum import BackgroundHasher, fingerprint
 
 log = logging.getLogger(__name__)
 DATASET = "nsd-imagery"
@@ -63,8 +64,10 @@ class ImageryIndexConfig(NSDSourceOptions):
     """Options of ``fmri2img build-imagery-index``."""
 
     betas_version: str = DEFAULT_IMAGERY_VERSION
-    meta_dir: Path | None = None  # folder with the stiminfo and behaviour CSVs
-    events: Path | None = None  # official TSV folder, or one event table with beta_index
+    meta_dir: Path | None = Field(None, description="folder with nsdimagery_stiminfo.csv and "
+                                  "subjNN_Imagery_Behavioralresponse.csv")
+    events: Path | None = Field(None, description="folder of official "
+                                "nsdimagery_subjXX_<run>.tsv files, or one event table")
     # "session" by default: runs are blocked by stimulus set, so z-scoring per run would
     # subtract each set's mean pattern and make a held-out target's betas the negative of
     # the other targets' in its run (see README, NSD-Imagery). "run" is MIRAGE's choice.

@@ -40,8 +40,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fmri2img.atomic import atomic_path
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import atomic_path
 
 SCHEMA_VERSION = 1
 META_KEY = b"fmri2img.index"

@@ -21,15 +21,16 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.io
+from pydantic import Field
 
-from fmri2img.atomic import atomic_path, write_json
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
-from fmri2img.data.checksum import fingerprint
 from fmri2img.data.nsd import zscore_params
 from fmri2img.data.options import CacheOptions
 from fmri2img.data.splits import assign_validation
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import atomic_path, write_json
+from fmri2img.io.checksum import fingerprint
 
 log = logging.getLogger(__name__)
 REQUIRED = ("fmriTrn", "fmriTest", "stimTrn", "stimTest")
@@ -39,8 +40,8 @@ STIMULI = "stimuli.npy"
 class MatIndexConfig(CacheOptions):
     """Options of ``fmri2img build-index --mat``."""
 
-    mat: Path
-    dataset: str | None = None  # default: the file's stem
+    mat: Path = Field(description=".mat dataset (fmriTrn, fmriTest, stimTrn, stimTest)")
+    dataset: str | None = Field(None, description=".mat: dataset name (default: file stem)")
     subject: str = "subj01"
     zscore: Literal["none", "train"] = "none"
     val_fraction: float = 0.0

@@ -19,12 +19,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.io
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from fmri2img.atomic import write_json
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
-from fmri2img.data.checksum import BackgroundHasher, fingerprint
 from fmri2img.data.keys import nsd_key
 from fmri2img.data.nsd_layout import (
     BETA_SCALE,
@@ -40,6 +38,8 @@ from fmri2img.data.rois import RoiSelection, load_selection
 from fmri2img.data.splits import assign_validation
 from fmri2img.data.volumes import read_masked, volume_format
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import write_json
+from fmri2img.io.checksum import BackgroundHasher, fingerprint
 from fmri2img.progress import progress
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,13 @@ class NSDIndexConfig(NSDSourceOptions):
     """Options of ``fmri2img build-index --nsd-root``."""
 
     betas_version: str = DEFAULT_BETAS_VERSION
-    sessions: list[int] | None = None
-    average: Literal["none", "test", "all"] = "none"
-    zscore: Literal["session", "none"] = "session"
-    val_fraction: float = 0.1
-    seed: int = 0
+    sessions: list[int] | None = Field(None, description="sessions to read (default: all)")
+    average: Literal["none", "test", "all"] = Field(
+        "none", description="average repetitions: none, test images only, or every image")
+    zscore: Literal["session", "none"] = Field(
+        "session", description="per session and voxel, with the training trials' moments")
+    val_fraction: float = Field(0.1, description="share of non-test images for validation")
+    seed: int = Field(0, description="seed of the validation split")
 
     @field_validator("val_fraction")
     @classmethod

@@ -25,14 +25,28 @@ Conventions, following the field (see ``docs/REFERENCE.md`` of the shared notes)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
+from fmri2img.eval.similarity import (
+    TIE_TOLERANCE,
+    FloatArray,
+    IntArray,
+    as_index,
+    as_matrix,
+    check_ks,
+    check_paired,
+    check_same_dims,
+    cosine_matrix,
+    cosine_sims,
+    counts_against,
+    expected_hit,
+    pearson_matrix,
+    pearson_sims,
+    unit_rows,
+)
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 50)
 """Top-k values reported by MindEye-style retrieval tables."""
@@ -43,155 +57,21 @@ DEFAULT_POOL_SIZE = 300
 DEFAULT_N_POOLS = 30
 """Random pools averaged per item (MindEye protocol)."""
 
-TIE_TOLERANCE = 1e-10
-"""Similarities (cosine or Pearson, both in [-1, 1]) closer than this count as tied."""
-
-# A row whose centred norm is below this fraction of its raw norm is treated as constant:
-# centring a constant float row can leave rounding residue that would otherwise be
-# normalised into a spurious random direction.
-_CONSTANT_ROW_RTOL = 1e-12
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _as_matrix(x: ArrayLike, name: str) -> FloatArray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (items x dims), got shape {a.shape}")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {a.shape})")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
-
-
-def _check_same_dims(a: FloatArray, b: FloatArray, names: tuple[str, str]) -> None:
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"{names[0]} has {a.shape[1]} dims but {names[1]} has {b.shape[1]}"
-        )
-
-
-def _check_paired(a: FloatArray, b: FloatArray, names: tuple[str, str]) -> None:
-    _check_same_dims(a, b, names)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"paired inputs need one {names[1]} row per {names[0]} row; "
-            f"got {a.shape[0]} and {b.shape[0]}"
-        )
-
-
-def _as_index(index: ArrayLike, n: int, m: int) -> IntArray:
-    idx = np.asarray(index)
-    if idx.shape != (n,):
-        raise ValueError(f"true_index must have shape ({n},), got {idx.shape}")
-    if idx.dtype.kind not in "iu":
-        if idx.dtype.kind == "f" and np.all(idx == np.round(idx)):
-            idx = idx.astype(np.int64)
-        else:
-            raise ValueError(f"true_index must hold integer row numbers, got {idx.dtype}")
-    idx = idx.astype(np.int64)
-    if n and (idx.min() < 0 or idx.max() >= m):
-        raise ValueError(f"true_index values must lie in [0, {m}) (the gallery rows)")
-    return idx
-
-
-def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
-    out = tuple(int(k) for k in ks)
-    if not out or any(k < 1 for k in out):
-        raise ValueError(f"ks must be positive integers, got {tuple(ks)}")
-    return out
-
-
-def _unit_rows(a: FloatArray) -> FloatArray:
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
-
-
-def _centred_unit_rows(a: FloatArray) -> FloatArray:
-    centred = a - a.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(centred, axis=1, keepdims=True)
-    raw = np.linalg.norm(a, axis=1, keepdims=True)
-    ok = norms > _CONSTANT_ROW_RTOL * raw
-    return np.divide(centred, norms, out=np.zeros_like(a), where=ok & (norms > 0))
-
-
-def _counts_against(scores: FloatArray, ref: FloatArray) -> tuple[IntArray, IntArray]:
-    """Per row i: how many entries are below ``ref[i]`` and how many are at most it.
-
-    "Below" and "at most" use :data:`TIE_TOLERANCE`, so ``at_most - below`` counts the
-    entries tied with ``ref[i]`` (the reference entry itself included).
-    """
-    lo = (ref - TIE_TOLERANCE)[:, None]
-    hi = (ref + TIE_TOLERANCE)[:, None]
-    below = np.count_nonzero(scores < lo, axis=1).astype(np.int64)
-    at_most = np.count_nonzero(scores <= hi, axis=1).astype(np.int64)
-    return below, at_most
-
-
-def _pair_counts(scores: FloatArray) -> tuple[IntArray, IntArray]:
-    """:func:`_counts_against` for every entry of every row at once (sort + search).
-
-    Entry (i, j) gives the counts row i would have if column j were its true target.
-    The thresholds are computed with the same floating-point operations as
-    :func:`_counts_against`, so the diagonal agrees with it exactly.
-    """
-    n, m = scores.shape
-    below = np.empty((n, m), dtype=np.int64)
-    at_most = np.empty((n, m), dtype=np.int64)
-    for i in range(n):
-        row = scores[i]
-        ordered = np.sort(row)
-        below[i] = np.searchsorted(ordered, row - TIE_TOLERANCE, side="left")
-        at_most[i] = np.searchsorted(ordered, row + TIE_TOLERANCE, side="right")
-    return below, at_most
-
-
-def _expected_hit(greater: ArrayLike, ties: ArrayLike, k: int) -> FloatArray:
-    """P(true candidate ranks in the top k) when its ties are broken uniformly at random.
-
-    With ``greater`` candidates strictly better and ``ties`` others tied, the true
-    candidate's 0-based rank is uniform on ``greater .. greater + ties``.
-    """
-    g = np.asarray(greater, dtype=np.float64)
-    t = np.asarray(ties, dtype=np.float64)
-    return np.clip((k - g) / (t + 1.0), 0.0, 1.0)
-
-
-# --------------------------------------------------------------------- similarity
-
-
-def _cosine_sims(a: FloatArray, b: FloatArray) -> FloatArray:
-    out = _unit_rows(a) @ _unit_rows(b).T
-    return np.clip(out, -1.0, 1.0, out=out)
-
-
-def _pearson_sims(a: FloatArray, b: FloatArray) -> FloatArray:
-    out = _centred_unit_rows(a) @ _centred_unit_rows(b).T
-    return np.clip(out, -1.0, 1.0, out=out)
-
-
-def cosine_matrix(a: ArrayLike, b: ArrayLike) -> FloatArray:
-    """Cosine similarity of every row of ``a`` with every row of ``b``: shape (len a, len b).
-
-    Zero rows have similarity 0 with everything.
-    """
-    am = _as_matrix(a, "a")
-    bm = _as_matrix(b, "b")
-    _check_same_dims(am, bm, ("a", "b"))
-    return _cosine_sims(am, bm)
-
-
-def pearson_matrix(a: ArrayLike, b: ArrayLike) -> FloatArray:
-    """Pearson correlation of every row of ``a`` with every row of ``b`` (across dims).
-
-    Constant rows have correlation 0 with everything.
-    """
-    am = _as_matrix(a, "a")
-    bm = _as_matrix(b, "b")
-    _check_same_dims(am, bm, ("a", "b"))
-    return _pearson_sims(am, bm)
+# the similarity matrices and the tie tolerance are part of this module's face
+__all__ = [
+    "DEFAULT_KS",
+    "DEFAULT_N_POOLS",
+    "DEFAULT_POOL_SIZE",
+    "TIE_TOLERANCE",
+    "brain_retrieval_hits",
+    "chance_levels",
+    "cosine_matrix",
+    "cosine_per_item",
+    "pearson_matrix",
+    "retrieval_hits",
+    "score_all",
+    "two_way_per_item",
+]
 
 
 def cosine_per_item(pred: ArrayLike, target: ArrayLike) -> FloatArray:
@@ -201,10 +81,10 @@ def cosine_per_item(pred: ArrayLike, target: ArrayLike) -> FloatArray:
     embedding spaces (CLIP) have a shared mean direction, so even unrelated pairs score
     well above 0. Compare against a permutation null instead.
     """
-    p = _as_matrix(pred, "pred")
-    t = _as_matrix(target, "target")
-    _check_paired(p, t, ("pred", "target"))
-    return np.clip(np.einsum("ij,ij->i", _unit_rows(p), _unit_rows(t)), -1.0, 1.0)
+    p = as_matrix(pred, "pred")
+    t = as_matrix(target, "target")
+    check_paired(p, t, ("pred", "target"))
+    return np.clip(np.einsum("ij,ij->i", unit_rows(p), unit_rows(t)), -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------- retrieval
@@ -243,7 +123,7 @@ def _pooled_hits(
         np.broadcast_to(others - greater - ties, shape),
         n_distractors - drawn_greater,
     )
-    return {k: _expected_hit(drawn_greater, drawn_ties, k).mean(axis=0) for k in ks}
+    return {k: expected_hit(drawn_greater, drawn_ties, k).mean(axis=0) for k in ks}
 
 
 def retrieval_hits(
@@ -279,12 +159,12 @@ def retrieval_hits(
     whole gallery every pool is identical and the result is deterministic. Top-k with
     ``k >= pool`` is always 1. Chance is ``min(k, pool) / pool``.
     """
-    p = _as_matrix(pred, "pred")
-    g = _as_matrix(gallery, "gallery")
-    _check_same_dims(p, g, ("pred", "gallery"))
-    idx = _as_index(true_index, p.shape[0], g.shape[0])
-    ks_t = _check_ks(ks)
-    return _retrieval_from_sims(_cosine_sims(p, g), idx, ks_t, pool_size, n_pools, seed)
+    p = as_matrix(pred, "pred")
+    g = as_matrix(gallery, "gallery")
+    check_same_dims(p, g, ("pred", "gallery"))
+    idx = as_index(true_index, p.shape[0], g.shape[0])
+    ks_t = check_ks(ks)
+    return _retrieval_from_sims(cosine_sims(p, g), idx, ks_t, pool_size, n_pools, seed)
 
 
 def _retrieval_from_sims(
@@ -296,7 +176,7 @@ def _retrieval_from_sims(
     seed: int,
 ) -> dict[int, FloatArray]:
     """:func:`retrieval_hits` from a precomputed (queries x candidates) similarity matrix."""
-    below, at_most = _counts_against(sims, sims[np.arange(sims.shape[0]), idx])
+    below, at_most = counts_against(sims, sims[np.arange(sims.shape[0]), idx])
     greater = sims.shape[1] - at_most
     ties = at_most - below - 1  # the true candidate itself is not a competitor
     return _pooled_hits(greater, ties, sims.shape[1], ks, pool_size, n_pools, seed)
@@ -319,9 +199,9 @@ def brain_retrieval_hits(
     Undefined when several predictions share a target (which one is "its own"?), so it
     is not offered for single trials.
     """
-    p = _as_matrix(pred, "pred")
-    t = _as_matrix(targets, "targets")
-    _check_paired(p, t, ("pred", "targets"))
+    p = as_matrix(pred, "pred")
+    t = as_matrix(targets, "targets")
+    check_paired(p, t, ("pred", "targets"))
     return retrieval_hits(t, p, np.arange(p.shape[0]), ks, pool_size, n_pools, seed)
 
 
@@ -347,92 +227,24 @@ def two_way_per_item(
     Pearson makes the score invariant to adding a constant to, or positively scaling,
     a prediction (or target) row.
     """
-    p = _as_matrix(pred, "pred")
-    t = _as_matrix(targets, "targets")
-    _check_same_dims(p, t, ("pred", "targets"))
+    p = as_matrix(pred, "pred")
+    t = as_matrix(targets, "targets")
+    check_same_dims(p, t, ("pred", "targets"))
     if true_index is None:
-        _check_paired(p, t, ("pred", "targets"))
+        check_paired(p, t, ("pred", "targets"))
         idx = np.arange(p.shape[0])
     else:
-        idx = _as_index(true_index, p.shape[0], t.shape[0])
+        idx = as_index(true_index, p.shape[0], t.shape[0])
     m = t.shape[0]
     if m < 2:
         raise ValueError("2-way identification needs at least 2 targets")
-    return _two_way_from_corr(_pearson_sims(p, t), idx)
+    return _two_way_from_corr(pearson_sims(p, t), idx)
 
 
 def _two_way_from_corr(corr: FloatArray, idx: IntArray) -> FloatArray:
-    below, at_most = _counts_against(corr, corr[np.arange(corr.shape[0]), idx])
+    below, at_most = counts_against(corr, corr[np.arange(corr.shape[0]), idx])
     ties = at_most - below - 1  # the true target itself is not a competitor
     return (below + 0.5 * ties) / (corr.shape[1] - 1)
-
-
-# ------------------------------------------------------------ pair-decomposable metrics
-
-
-@dataclass(frozen=True)
-class PairwiseMetric:
-    """A scalar metric that is the mean over items of a score of (prediction i, target j).
-
-    ``pair_scores(pred, targets)`` returns the (n, n) matrix ``S`` whose entry (i, j) is
-    prediction i's score *if* target j were its own, computed against the same set of
-    targets. The metric is ``mean(diag(S))`` and, after re-pairing the targets by a
-    permutation ``pi``, ``mean(S[i, pi(i)])``. That lets a permutation test compute one
-    matrix and then score each permutation in O(n) (see
-    :func:`fmri2img.eval.stats.permutation_test_vs_chance`).
-    """
-
-    name: str
-    pair_scores: Callable[[ArrayLike, ArrayLike], FloatArray]
-    chance: float | None = None
-
-    def __call__(self, pred: ArrayLike, targets: ArrayLike) -> float:
-        """The metric for the given pairing (row i with row i)."""
-        return float(np.mean(np.diagonal(self.pair_scores(pred, targets))))
-
-
-def _paired_matrices(pred: ArrayLike, targets: ArrayLike) -> tuple[FloatArray, FloatArray]:
-    p = _as_matrix(pred, "pred")
-    t = _as_matrix(targets, "targets")
-    _check_paired(p, t, ("pred", "targets"))
-    return p, t
-
-
-def _cosine_pairs(pred: ArrayLike, targets: ArrayLike) -> FloatArray:
-    p, t = _paired_matrices(pred, targets)
-    return _cosine_sims(p, t)
-
-
-def _two_way_pairs(pred: ArrayLike, targets: ArrayLike) -> FloatArray:
-    p, t = _paired_matrices(pred, targets)
-    n = p.shape[0]
-    if n < 2:
-        raise ValueError("2-way identification needs at least 2 targets")
-    below, at_most = _pair_counts(_pearson_sims(p, t))
-    return (below + 0.5 * (at_most - below - 1)) / (n - 1)
-
-
-def top_k_metric(k: int) -> PairwiseMetric:
-    """Forward top-k retrieval against *all* n paired targets (n-way, no random pools).
-
-    Deterministic, which is what a permutation test wants; chance is ``min(k, n) / n``
-    and therefore depends on n, so ``chance`` is left unset.
-    """
-    (kk,) = _check_ks((k,))
-
-    def pairs(pred: ArrayLike, targets: ArrayLike) -> FloatArray:
-        p, t = _paired_matrices(pred, targets)
-        below, at_most = _pair_counts(_cosine_sims(p, t))
-        return _expected_hit(p.shape[0] - at_most, at_most - below - 1, kk)
-
-    return PairwiseMetric(name=f"retrieval_top{kk}_nway", pair_scores=pairs)
-
-
-cosine_metric = PairwiseMetric(name="cosine", pair_scores=_cosine_pairs)
-"""Mean cosine of paired rows; pair-decomposable for fast permutation tests."""
-
-two_way_metric = PairwiseMetric(name="two_way", pair_scores=_two_way_pairs, chance=0.5)
-"""Mean paired 2-way identification; pair-decomposable for fast permutation tests."""
 
 
 # ------------------------------------------------------------------ chance, all-in-one
@@ -452,7 +264,7 @@ def chance_levels(
     2-way: 0.5. Cosine: ``None``, because it has no data-independent chance level
     (see :func:`cosine_per_item`).
     """
-    ks_t = _check_ks(ks)
+    ks_t = check_ks(ks)
     if pool_size < 1:
         raise ValueError(f"pool_size must be >= 1, got {pool_size}")
 
@@ -497,15 +309,15 @@ def score_all(
     the whole gallery as the comparison set (its m-1 other rows); it needs m >= 2.
     Chance levels: :func:`chance_levels`.
     """
-    p = _as_matrix(pred, "pred")
-    g = _as_matrix(gallery, "gallery")
-    _check_same_dims(p, g, ("pred", "gallery"))
-    idx = _as_index(target_rows, p.shape[0], g.shape[0])
-    ks_t = _check_ks(ks)
+    p = as_matrix(pred, "pred")
+    g = as_matrix(gallery, "gallery")
+    check_same_dims(p, g, ("pred", "gallery"))
+    idx = as_index(target_rows, p.shape[0], g.shape[0])
+    ks_t = check_ks(ks)
     if g.shape[0] < 2:
         raise ValueError("score_all needs a gallery of at least 2 rows (2-way identification)")
     pools = (pool_size, n_pools, seed)
-    sims = _cosine_sims(p, g)  # one product serves cosine and both retrieval directions
+    sims = cosine_sims(p, g)  # one product serves cosine and both retrieval directions
     out: dict[str, FloatArray] = {"cosine": sims[np.arange(p.shape[0]), idx].copy()}
     forward = _retrieval_from_sims(sims, idx, ks_t, *pools)
     out.update({f"retrieval_top{k}": v for k, v in forward.items()})
@@ -514,5 +326,5 @@ def score_all(
         backward_sims = np.ascontiguousarray(sims[:, idx].T)
         backward = _retrieval_from_sims(backward_sims, np.arange(idx.size), ks_t, *pools)
         out.update({f"brain_retrieval_top{k}": v for k, v in backward.items()})
-    out["two_way"] = _two_way_from_corr(_pearson_sims(p, g), idx)
+    out["two_way"] = _two_way_from_corr(pearson_sims(p, g), idx)
     return out

@@ -2,12 +2,10 @@
 
 * :func:`bootstrap_ci`: percentile or BCa bootstrap over items, or over whole groups
   (cluster bootstrap: single trials of one target are not independent evidence).
-* :func:`permutation_test_vs_chance`: does a decoder beat chance? Shuffle which target
-  each prediction is paired with and recompute the metric.
 * :func:`ratio_ci`: CI of a ratio of means, e.g. imagery / perception transfer.
 * :func:`paired_difference_test`: compare two methods scored on the same units.
 
-Everything is deterministic given ``seed`` (``numpy.random.default_rng``). Permutation
+Everything is deterministic given ``seed`` (``numpy.random.default_rng``). Sign-flip
 p-values use ``(1 + #{null >= observed}) / (1 + n_permutations)``, which is never 0 and
 is valid (conservative) for a random subset of permutations.
 """
@@ -16,9 +14,9 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -27,11 +25,12 @@ from scipy.special import ndtr, ndtri
 FloatArray = NDArray[np.float64]
 Statistic = Callable[..., Any]
 
-_PERMUTATION_CHUNK = 256
-"""Permutations generated per block: bounds memory and fixes the random stream."""
+PERMUTATION_CHUNK = 256
+"""Sign flips (or permutations) generated per block: bounds memory, fixes the stream."""
 
 
-def _tolerance(observed: float) -> float:
+
+def tolerance(observed: float) -> float:
     """Slack when comparing null statistics with the observed one.
 
     The same value summed in another order can differ in the last bits; without slack, a
@@ -57,7 +56,7 @@ def _check_confidence(confidence: float) -> float:
     return float(confidence)
 
 
-def _check_count(value: int, name: str) -> int:
+def check_count(value: int, name: str) -> int:
     if int(value) < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
@@ -201,7 +200,7 @@ def bootstrap_ci(
         ``(low, high)``.
     """
     x = _as_vector(values, "values")
-    n_resamples = _check_count(n_resamples, "n_resamples")
+    n_resamples = check_count(n_resamples, "n_resamples")
     confidence = _check_confidence(confidence)
     units = _Units(x.size, groups, strata)
     rng = np.random.default_rng(seed)
@@ -244,119 +243,6 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-# ------------------------------------------------------------------- permutation test
-
-
-@runtime_checkable
-class PairDecomposable(Protocol):
-    """A metric that also exposes its (n, n) pair-score matrix.
-
-    ``pair_scores(pred, targets)[i, j]`` is prediction i's score if target j were its
-    own, and the metric of a pairing ``pi`` is ``mean_i S[i, pi(i)]``. Such metrics (see
-    :class:`fmri2img.eval.metrics.PairwiseMetric`) are permutation-tested in O(n) per
-    permutation instead of re-running the metric.
-    """
-
-    def pair_scores(self, pred: ArrayLike, targets: ArrayLike) -> FloatArray: ...
-
-    def __call__(self, pred: ArrayLike, targets: ArrayLike) -> float: ...
-
-
-@dataclass(frozen=True)
-class PermutationResult:
-    """Outcome of :func:`permutation_test_vs_chance`.
-
-    ``null`` holds the metric under each random re-pairing; its mean estimates the
-    chance level empirically (useful for metrics such as cosine that have no
-    theoretical one).
-    """
-
-    observed: float
-    p_value: float
-    null: FloatArray
-
-    @property
-    def null_mean(self) -> float:
-        """Empirical chance level: the mean of the null distribution."""
-        return float(self.null.mean())
-
-
-def _permutation_blocks(
-    rng: np.random.Generator, n: int, n_permutations: int
-) -> Iterator[NDArray[np.int64]]:
-    done = 0
-    base = np.arange(n, dtype=np.int64)
-    while done < n_permutations:
-        size = min(_PERMUTATION_CHUNK, n_permutations - done)
-        yield rng.permuted(np.tile(base, (size, 1)), axis=1)
-        done += size
-
-
-def permutation_test_vs_chance(
-    metric: Callable[[Any, Any], float],
-    pred: ArrayLike,
-    targets: ArrayLike,
-    n_permutations: int = 1000,
-    seed: int = 0,
-    alternative: Literal["greater", "less"] = "greater",
-) -> PermutationResult:
-    """Permutation test that a decoder's metric beats chance.
-
-    The null hypothesis is that predictions carry no information about *which* target
-    they belong to. It is simulated by re-pairing: target rows are permuted, the metric
-    is recomputed, and ``p = (1 + #{null >= observed}) / (1 + n_permutations)``
-    (``<=`` with ``alternative="less"``, for lower-is-better metrics such as distances).
-
-    Args:
-        metric: ``metric(pred, targets) -> float``, row i of ``pred`` paired with row i
-            of ``targets``. If it also has ``pair_scores`` (:class:`PairDecomposable`,
-            e.g. ``metrics.two_way_metric``, ``metrics.cosine_metric``,
-            ``metrics.top_k_metric(k)``), the pair-score matrix is computed once and
-            each permutation costs O(n); the observed value is then ``mean(diag S)``.
-        pred: (n, ...) predictions.
-        targets: (n, ...) targets; rows are permuted along axis 0. Rows may repeat
-            (single trials sharing a target); permuting them is still the right null.
-        n_permutations: random permutations (the identity may be among them, which is
-            allowed by the ``1 +`` form of the p-value).
-        seed: random seed; both code paths draw the same permutations for a seed.
-        alternative: ``"greater"`` (higher is better) or ``"less"``.
-    """
-    n_permutations = _check_count(n_permutations, "n_permutations")
-    if alternative not in ("greater", "less"):
-        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
-    p_arr = np.asarray(pred)
-    t_arr = np.asarray(targets)
-    n = p_arr.shape[0] if p_arr.ndim else 0
-    if n < 2 or t_arr.ndim == 0 or t_arr.shape[0] != n:
-        raise ValueError(
-            f"pred and targets need the same number (>= 2) of rows; "
-            f"got {p_arr.shape} and {t_arr.shape}"
-        )
-    rng = np.random.default_rng(seed)
-    chunks: list[FloatArray] = []
-    pair_fn = getattr(metric, "pair_scores", None)
-    if callable(pair_fn):
-        scores = np.asarray(pair_fn(p_arr, t_arr), dtype=np.float64)
-        if scores.shape != (n, n):
-            raise ValueError(f"pair_scores must return shape ({n}, {n}), got {scores.shape}")
-        observed = float(np.mean(np.diagonal(scores)))
-        rows = np.arange(n)[None, :]
-        for perms in _permutation_blocks(rng, n, n_permutations):
-            chunks.append(scores[rows, perms].mean(axis=1))
-    else:
-        observed = float(metric(p_arr, t_arr))
-        for perms in _permutation_blocks(rng, n, n_permutations):
-            chunks.append(np.array([float(metric(p_arr, t_arr[pi])) for pi in perms]))
-    null = np.concatenate(chunks)
-    tol = _tolerance(observed)
-    if alternative == "greater":
-        extreme = np.count_nonzero(null >= observed - tol)
-    else:
-        extreme = np.count_nonzero(null <= observed + tol)
-    p_value = (1.0 + extreme) / (1.0 + n_permutations)
-    return PermutationResult(observed=observed, p_value=p_value, null=null)
-
-
 # -------------------------------------------------------------------------- ratio
 
 
@@ -393,7 +279,7 @@ def ratio_ci(
     """
     num = _as_vector(num_values, "num_values")
     den = _as_vector(den_values, "den_values")
-    n_resamples = _check_count(n_resamples, "n_resamples")
+    n_resamples = check_count(n_resamples, "n_resamples")
     confidence = _check_confidence(confidence)
     if paired and num.size != den.size:
         raise ValueError(
@@ -472,7 +358,7 @@ def paired_difference_test(
         raise ValueError("need at least 2 paired values")
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"unknown alternative {alternative!r}")
-    n_permutations = _check_count(n_permutations, "n_permutations")
+    n_permutations = check_count(n_permutations, "n_permutations")
     d = av - bv
     n = d.size
     observed = float(d.mean())
@@ -480,7 +366,7 @@ def paired_difference_test(
                       strata=strata)
 
     def extreme(null: FloatArray) -> int:
-        tol = _tolerance(observed)
+        tol = tolerance(observed)
         if alternative == "greater":
             return int(np.count_nonzero(null >= observed - tol))
         if alternative == "less":
@@ -497,7 +383,7 @@ def paired_difference_test(
         count = 0
         done = 0
         while done < n_permutations:
-            size = min(_PERMUTATION_CHUNK, n_permutations - done)
+            size = min(PERMUTATION_CHUNK, n_permutations - done)
             signs = rng.choice(np.array([-1.0, 1.0]), size=(size, n))
             count += extreme((signs @ d) / n)
             done += size

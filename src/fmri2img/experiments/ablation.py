@@ -1,6 +1,7 @@
 """``fmri2img ablate``: every perception-to-imagery transfer strategy, one command.
 
-Methods (each a configuration of the same machinery, scored by the same evaluation):
+Methods (each a configuration of the same machinery, scored by the same evaluation; the
+table :data:`METHODS` says which strategy learns how, from what):
 
 * ``direct``: the perception decoder as it is (no adaptation);
 * ``adapter_linear``, ``adapter_mlp``: an adapter on the frozen decoder, trained on imagery;
@@ -20,73 +21,193 @@ by default), and evaluation scores each target only with the fold models that ne
 it. A cell is (subject, method, fraction of the imagery training trials); a cell's outputs
 are written atomically and reused when its resolved configuration is unchanged, so a
 killed run restarted with the same command does only what is missing. Cells run
-in-process or, with ``scheduler``, on a Dask distributed cluster.
+in-process or, with ``scheduler``, on a Dask distributed cluster. Each cell records the
+commands that redo it (``commands.txt``), written from the configs that ran.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shlex
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from fmri2img.atomic import write_json, write_text
+from fmri2img.analysis.hypotheses import add_comparisons, hypotheses
 from fmri2img.config import StrictModel
-from fmri2img.data.checksum import file_checksum
 from fmri2img.data.nsd_layout import subject_name
+from fmri2img.data.splits import Protocol
+from fmri2img.data.trials import IndexData
 from fmri2img.errors import DataError
-from fmri2img.experiments.reuse import run_once
+from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
+from fmri2img.experiments.evaluate import EvalConfig, evaluate
+from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
+from fmri2img.experiments.train_decoder import TrainConfig, checkpoint_path, train_decoder
+from fmri2img.flags import command_line
+from fmri2img.io.atomic import write_json, write_text
+from fmri2img.io.checkpoint import load_checkpoint
+from fmri2img.io.checksum import file_checksum
+from fmri2img.io.reuse import run_once
+from fmri2img.progress import progress
+from fmri2img.report.ablation_figures import write_figures
+from fmri2img.report.ablation_tables import write_tables
+from fmri2img.report.hypotheses_report import render as render_hypotheses
 
 log = logging.getLogger(__name__)
 
-ADAPTER_METHODS: dict[str, dict[str, Any]] = {
-    "adapter_linear": {"adapter": "linear"},
-    "adapter_mlp": {"adapter": "mlp"},
-    "adapter_mlp_cond": {"adapter": "mlp", "condition_token": True},
-    "adapter_mlp_cond_shuffled": {"adapter": "mlp", "condition_token": True,
-                                  "shuffle_domains": True},
-    "adapter_mlp_vision": {"adapter": "mlp", "train_domain": "perception"},
-}
-METHODS = ("direct", *ADAPTER_METHODS, "mixed", "finetune", "imagery_only")
-STRATEGY = {"direct": "direct", "mixed": "mixed", "finetune": "finetune",
-            "imagery_only": "imagery_only", **dict.fromkeys(ADAPTER_METHODS, "adapter")}
 TABLE_METRICS = ("cosine", "two_way", "retrieval_top1")
+
+
+# ----------------------------------------------------------------------------- methods
+@dataclass(frozen=True)
+class Fold:
+    """Where one fold of one cell reads and writes."""
+
+    cfg: AblationConfig
+    subject: str
+    name: str  # the cell's name (method, fraction)
+    index: Path  # NSD-Imagery index
+    checkpoint: Path  # the perception decoder
+    perception_index: Path | None
+    fold: int
+    n_folds: int
+    fraction: float
+
+    def folder(self, kind: str) -> Path:
+        return self.cfg.output_dir / kind / self.name / self.subject / f"fold{self.fold}"
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What one fold's training hands to evaluation."""
+
+    decoder: Path | None = None  # replaces the perception decoder for this fold
+    adapter: Path | None = None  # applied on top of it
+    seconds: float = 0.0
+    n_params: int | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How one kind of method learns from a fold: the config of the command that trains
+    it, that command's runner and CLI name, and what its summary hands to evaluation."""
+
+    name: str
+    command: str | None = None  # None: nothing is trained (the decoder is used as it is)
+    config: Callable[[Fold, dict[str, Any]], StrictModel] | None = None
+    run: Callable[[Any], dict[str, Any]] | None = None
+    learned: Callable[[Any, dict[str, Any]], Learned] | None = None
+
+
+def _adapter_config(f: Fold, options: dict[str, Any]) -> AdapterTrainConfig:
+    return AdapterTrainConfig(
+        index=f.index, checkpoint=f.checkpoint, targets=f.cfg.targets,
+        output_dir=f.folder("adapters"), model_type=f.cfg.model_type, epochs=f.cfg.epochs,
+        protocol=f.cfg.protocol, n_folds=f.n_folds, fold=f.fold, data_fraction=f.fraction,
+        seed=f.cfg.seed, **options)
+
+
+def _finetune_config(f: Fold, options: dict[str, Any]) -> FinetuneConfig:
+    return FinetuneConfig(
+        index=f.index, checkpoint=f.checkpoint, targets=f.cfg.targets,
+        output_dir=f.folder("finetuned"), epochs=f.cfg.epochs, protocol=f.cfg.protocol,
+        n_folds=f.n_folds, fold=f.fold, data_fraction=f.fraction, seed=f.cfg.seed, **options)
+
+
+def _retrain_config(f: Fold, options: dict[str, Any]) -> TrainConfig:
+    """The perception decoder's own training, on perception and/or imagery trials."""
+    if f.perception_index is None:
+        raise DataError(f"{f.name} needs the perception index (--perception-index)", f.index)
+    _, base = load_checkpoint(f.checkpoint)
+    trained = base.get("config", {})
+    return TrainConfig(
+        index=f.perception_index, targets=f.cfg.targets, model_type=base["model_type"],
+        output_dir=f.folder("decoders"), model=trained.get("model", {}),
+        zscore=trained.get("zscore", True), pca=trained.get("pca"), seed=f.cfg.seed,
+        imagery_index=f.index, protocol=f.cfg.protocol, n_folds=f.n_folds, fold=f.fold,
+        data_fraction=f.fraction, **options)
+
+
+DIRECT = Strategy("direct")
+ADAPTER = Strategy(
+    "adapter", "fmri2img train-adapter", _adapter_config, train_adapter,
+    lambda c, s: Learned(adapter=Path(s["adapter_best"]), seconds=s["train_seconds"],
+                         n_params=s["n_parameters"]))
+FINETUNE = Strategy(
+    "finetune", "fmri2img finetune", _finetune_config, finetune_decoder,
+    lambda c, s: Learned(decoder=Path(s["checkpoint"]), seconds=s["train_seconds"],
+                         n_params=s["n_parameters"]))
+RETRAIN = Strategy(
+    "retrain", "fmri2img train", _retrain_config, train_decoder,
+    lambda c, s: Learned(decoder=checkpoint_path(c.output_dir), seconds=s["fit_seconds"]))
+
+
+@dataclass(frozen=True)
+class Method:
+    strategy: Strategy
+    options: dict[str, Any] = field(default_factory=dict)  # fields of the strategy's config
+    label: str | None = None  # the strategy column of the tables (default: the strategy's)
+
+    @property
+    def kind(self) -> str:
+        return self.label or self.strategy.name
+
+
+METHODS: dict[str, Method] = {
+    "direct": Method(DIRECT),
+    "adapter_linear": Method(ADAPTER, {"adapter": "linear"}),
+    "adapter_mlp": Method(ADAPTER, {"adapter": "mlp"}),
+    "adapter_mlp_cond": Method(ADAPTER, {"adapter": "mlp", "condition_token": True}),
+    "adapter_mlp_cond_shuffled": Method(ADAPTER, {"adapter": "mlp", "condition_token": True,
+                                                  "shuffle_domains": True}),
+    "adapter_mlp_vision": Method(ADAPTER, {"adapter": "mlp", "train_domain": "perception"}),
+    "mixed": Method(RETRAIN, {"perception": True}, label="mixed"),
+    "finetune": Method(FINETUNE),
+    "imagery_only": Method(RETRAIN, {"perception": False}, label="imagery_only"),
+}
+
+
+def check_methods(names: list[str]) -> list[str]:
+    """``names`` if every one is in :data:`METHODS`; a ValueError naming the others."""
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; available: {list(METHODS)}")
+    return names
 
 
 class AblationConfig(StrictModel):
     # paths may hold "{subject}" (e.g. runs/demo/indices/{subject}_imagery.parquet)
-    index: str  # NSD-Imagery index
-    checkpoint: str  # perception decoder
+    index: str = Field(description="NSD-Imagery index; may hold {subject}")
+    checkpoint: str = Field(description="perception decoder; may hold {subject}")
     targets: Path
     output_dir: Path
-    perception_index: str | None = None  # for mixed / imagery_only and perception scores
-    model_type: str | None = None
+    perception_index: str | None = Field(
+        None, description="NSD perception index (mixed, imagery_only, perception scores); "
+                          "may hold {subject}")
+    model_type: str | None = Field(None, description="checked against the checkpoint")
     subjects: list[int] | None = None
     methods: list[str] = Field(default_factory=lambda: [
         "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_vision", "mixed",
-        "finetune", "imagery_only"])
-    with_condition: bool = False  # add adapter_mlp_cond and its shuffled-label control
-    fractions: list[float] = Field(default_factory=lambda: [1.0])
-    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
+        "finetune", "imagery_only"], description="methods to run")
+    with_condition: bool = Field(False, description="add the conditioned mlp adapter and its "
+                                                    "shuffled-label control")
+    fractions: list[float] = Field(default_factory=lambda: [1.0],
+                                   description="shares of the imagery training trials")
+    protocol: Protocol = "leave-targets-out"
     n_folds: int = Field(6, ge=2)
     epochs: int = Field(100, ge=1)
     seed: int = 0
     n_bootstrap: int = 2000
     n_permutations: int = 1000
-    scheduler: str | None = None  # Dask scheduler address; None: in-process
-    eval_figures: bool = False  # per-cell evaluation figures (the study's are always made)
+    scheduler: str | None = Field(None, description="Dask scheduler address "
+                                  "(tcp://host:8786); default: run cells in this process")
+    eval_figures: bool = Field(False, description="per-cell evaluation figures")
 
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        bad = [m for m in v if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown methods {bad}; available: {list(METHODS)}")
-        return v
+    _known = field_validator("methods")(classmethod(lambda cls, v: check_methods(v)))
 
     @field_validator("fractions")
     @classmethod
@@ -114,8 +235,6 @@ def _subjects(cfg: AblationConfig) -> list[str]:
         return [subject_name(s) for s in cfg.subjects]
     if "{subject}" in cfg.index:
         raise DataError("the index path holds {subject}; give --subjects", cfg.index)
-    from fmri2img.experiments.trial_data import IndexData
-
     return [IndexData.open(cfg.index).subject]
 
 
@@ -123,7 +242,7 @@ def _cells(cfg: AblationConfig) -> list[dict[str, Any]]:
     cells = []
     for subj in _subjects(cfg):
         for method in cfg.all_methods():
-            fractions = [1.0] if method == "direct" else cfg.fractions
+            fractions = [1.0] if METHODS[method].strategy is DIRECT else cfg.fractions
             for f in fractions:
                 cells.append({"config": cfg.resolved(), "subject": subj, "method": method,
                               "fraction": f})
@@ -134,25 +253,11 @@ def cell_name(method: str, fraction: float) -> str:
     return method if fraction >= 1.0 else f"{method}_f{fraction:g}"
 
 
-def _cmd(*parts: Any) -> str:
-    return " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
-
-
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """Train (per fold) and evaluate one (subject, method, fraction); returns its record.
 
     A top-level function of plain data, so that Dask workers can run it.
     """
-    from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
-    from fmri2img.experiments.evaluate import EvalConfig, evaluate
-    from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
-    from fmri2img.experiments.train_decoder import (
-        ImageryTraining,
-        TrainConfig,
-        checkpoint_path,
-        train_decoder,
-    )
-
     cfg = AblationConfig(**cell["config"])
     subj, method, frac = cell["subject"], cell["method"], float(cell["fraction"])
     name = cell_name(method, frac)
@@ -175,75 +280,24 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             log.info("%s %s: reusing %s", subj, name, record_path)
             return record
     t0 = time.perf_counter()
+    m = METHODS[method]
+    n_folds = cfg.n_folds if cfg.protocol == "leave-targets-out" else 2
+    decoders: list[Path] = []
+    adapters: list[Path] = []
     commands: list[str] = []
-    decoders, adapters = [checkpoint], []
-    train_seconds = 0.0
-    n_params = None
-    folds = range(cfg.n_folds if cfg.protocol == "leave-targets-out" else 2)
-    n_folds = len(folds)
-    if method in ADAPTER_METHODS:
-        for k in folds:
-            acfg = AdapterTrainConfig(
-                index=index, checkpoint=checkpoint, targets=cfg.targets,
-                output_dir=out / "adapters" / name / subj / f"fold{k}",
-                model_type=cfg.model_type, epochs=cfg.epochs, protocol=cfg.protocol,
-                n_folds=n_folds, fold=k, data_fraction=frac, seed=cfg.seed,
-                **ADAPTER_METHODS[method])
-            summary = run_once(acfg, "train_summary.json", train_adapter)
-            adapters.append(Path(summary["adapter_best"]))
-            train_seconds += summary["train_seconds"]
-            n_params = summary["n_parameters"]
-            commands.append(_cmd("fmri2img train-adapter", "--index", index, "--checkpoint",
-                                 checkpoint, "--targets", cfg.targets, "--adapter",
-                                 acfg.adapter, "--condition-token" if acfg.condition_token
-                                 else "", "--shuffle-domains" if acfg.shuffle_domains else "",
-                                 "--train-domain", acfg.train_domain,
-                                 "--protocol", cfg.protocol, "--n-folds", n_folds, "--fold", k,
-                                 "--data-fraction", frac, "--epochs", cfg.epochs, "--seed",
-                                 cfg.seed, "--output-dir", acfg.output_dir))
-    elif method == "finetune":
-        decoders = []
-        for k in folds:
-            fcfg = FinetuneConfig(index=index, checkpoint=checkpoint, targets=cfg.targets,
-                                  output_dir=out / "finetuned" / name / subj / f"fold{k}",
-                                  epochs=cfg.epochs, protocol=cfg.protocol, n_folds=n_folds,
-                                  fold=k, data_fraction=frac, seed=cfg.seed)
-            summary = run_once(fcfg, "train_summary.json", finetune_decoder)
-            decoders.append(Path(summary["checkpoint"]))
-            train_seconds += summary["train_seconds"]
-            n_params = summary["n_parameters"]
-            commands.append(_cmd("fmri2img finetune", "--index", index, "--checkpoint",
-                                 checkpoint, "--targets", cfg.targets, "--protocol",
-                                 cfg.protocol, "--n-folds", n_folds, "--fold", k,
-                                 "--data-fraction", frac, "--epochs", cfg.epochs, "--seed",
-                                 cfg.seed, "--output-dir", fcfg.output_dir))
-    elif method in ("mixed", "imagery_only"):
-        if p_index is None:
-            raise DataError(f"{method} needs the perception index (--perception-index)",
-                            index)
-        from fmri2img.models.pipeline import DecoderPipeline
-
-        _, base_meta = DecoderPipeline.load(checkpoint)
-        base_cfg = base_meta.get("config", {})
-        decoders = []
-        for k in folds:
-            tcfg = TrainConfig(
-                index=p_index, targets=cfg.targets, model_type=base_meta["model_type"],
-                output_dir=out / "decoders" / name / subj / f"fold{k}",
-                model=base_cfg.get("model", {}), zscore=base_cfg.get("zscore", True),
-                pca=base_cfg.get("pca"), seed=cfg.seed,
-                include_perception=method == "mixed",
-                imagery=ImageryTraining(index=index, protocol=cfg.protocol, n_folds=n_folds,
-                                        fold=k, data_fraction=frac, seed=cfg.seed))
-            summary = run_once(tcfg, "train_summary.json", train_decoder)
-            decoders.append(checkpoint_path(tcfg.output_dir))
-            train_seconds += summary["fit_seconds"]
-            commands.append(_cmd("fmri2img train", "--index", p_index, "--targets",
-                                 cfg.targets, "--model-type", base_meta["model_type"],
-                                 "--imagery-index", index, "--protocol", cfg.protocol,
-                                 "--n-folds", n_folds, "--fold", k, "--data-fraction", frac,
-                                 "--no-perception" if method == "imagery_only" else "",
-                                 "--seed", cfg.seed, "--output-dir", tcfg.output_dir))
+    train_seconds, n_params = 0.0, None
+    if m.strategy.command is not None:
+        for k in range(n_folds):
+            fold = Fold(cfg, subj, name, index, checkpoint, p_index, k, n_folds, frac)
+            fcfg = m.strategy.config(fold, m.options)
+            learned = m.strategy.learned(fcfg, run_once(fcfg, "train_summary.json",
+                                                        m.strategy.run))
+            decoders += [learned.decoder] if learned.decoder is not None else []
+            adapters += [learned.adapter] if learned.adapter is not None else []
+            train_seconds += learned.seconds
+            n_params = learned.n_params
+            commands.append(command_line(m.strategy.command, fcfg))
+    decoders = decoders or [checkpoint]
     results = {}
     modes = [("imagery", index)] + ([("perception", p_index)] if p_index is not None else [])
     for mode, idx in modes:
@@ -253,10 +307,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                           n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
                           figures=cfg.eval_figures)
         results[mode] = run_once(ecfg, "metrics.json", evaluate)
-        commands.append(_cmd("fmri2img eval", "--index", idx, "--checkpoint",
-                             " ".join(map(str, decoders)), "--adapter-checkpoint" if adapters
-                             else "", " ".join(map(str, adapters)), "--targets", cfg.targets,
-                             "--mode", mode, "--output-dir", ecfg.output_dir))
+        commands.append(command_line("fmri2img eval", ecfg))
     record = {"wanted": wanted,
               "row": _row(subj, method, frac, cfg, results, train_seconds, n_params),
               "commands": commands, "seconds": round(time.perf_counter() - t0, 3)}
@@ -279,11 +330,14 @@ def _metric(block: dict[str, Any], k: str) -> dict[str, Any] | None:
             "p": block.get("p_vs_chance", {}).get(k)}
 
 
-def _adapter_domains(method: str) -> list[str]:
-    opts = ADAPTER_METHODS[method]
-    if opts.get("condition_token"):
+def _adapter_domains(method: str) -> list[str] | None:
+    """The trial domains an adapter method trains on (None for other strategies)."""
+    m = METHODS[method]
+    if m.strategy is not ADAPTER:
+        return None
+    if m.options.get("condition_token"):
         return ["imagery", "perception"]
-    return [opts.get("train_domain", "imagery")]
+    return [m.options.get("train_domain", "imagery")]
 
 
 def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
@@ -297,7 +351,8 @@ def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
     tr = img["transfer"]["metrics"][img["transfer"]["primary"]]
     ks = img["config"]["ks"]
     return {
-        "subject": subj, "method": method, "strategy": STRATEGY[method], "fraction": frac,
+        "subject": subj, "method": method, "strategy": METHODS[method].kind,
+        "fraction": frac,
         "protocol": img.get("protocol") or "none (perception only)",
         "imagery": {k: _metric(img, k) for k in img["overall"]},
         "by_set": {s: {k: v.get(k) for k in TABLE_METRICS}
@@ -307,7 +362,7 @@ def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
                                 if perc else None),
         "per_target_cosine": per_target,
         "per_target_set": {k: img["by_stimulus"][k].get("stimulus_set") for k in per_target},
-        "adapter_domains": (_adapter_domains(method) if method in ADAPTER_METHODS else None),
+        "adapter_domains": _adapter_domains(method),
         "vision": {k: _metric(img["vision"], k) for k in ("cosine", "two_way")},
         "transfer_ratio": {"value": tr["ratio"], "ci": tr["ci"]},
         "train_seconds": round(train_seconds, 3) if method != "direct" else None,
@@ -319,14 +374,13 @@ def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
     }
 
 
+
 # ----------------------------------------------------------------------------- execution
 def _execute(cells: list[dict[str, Any]], scheduler: str | None) -> list[dict[str, Any]]:
     if scheduler is None:
-        from fmri2img.progress import progress
-
         return [run_cell(c) for c in progress(cells, "ablation cells")]
     try:
-        from distributed import Client
+        from distributed import Client  # dask is needed only to run on a cluster
     except ImportError as exc:  # pragma: no cover - dask is a declared dependency
         raise RuntimeError("--scheduler needs dask[distributed]: pip install "
                            "'dask[distributed]'") from exc
@@ -337,9 +391,6 @@ def _execute(cells: list[dict[str, Any]], scheduler: str | None) -> list[dict[st
 
 
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
-    from fmri2img.experiments.hypotheses import add_comparisons, write_hypotheses
-    from fmri2img.report.ablation_report import write_figures, write_tables
-
     t0 = time.perf_counter()
     out = cfg.output_dir
     cells = _cells(cfg)
@@ -352,8 +403,9 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     table_rows = [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
     write_tables(table_rows, out)
     write_figures(rows, out / "figures")
-    hyp = write_hypotheses(rows, out, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+    hyp = hypotheses(rows, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+    write_json(out / "hypotheses.json", hyp)
+    write_text(out / "hypotheses.md", render_hypotheses(hyp))
     cfg.save(out / "config_resolved.yaml")
     log.info("ablation: %d cells in %.1f s -> %s", len(cells), time.perf_counter() - t0, out)
     return {"rows": rows, "hypotheses": hyp, "seconds": round(time.perf_counter() - t0, 1)}
-

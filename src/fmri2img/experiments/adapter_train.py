@@ -3,7 +3,7 @@ trained on imagery trials of an NSD-Imagery index.
 
 The decoder is only ever asked for predictions (it is loaded, used, never written; its
 checkpoint's checksum is recorded and checked again at the end), so the adapter is the only
-thing that learns. Trials are chosen by a protocol (:mod:`imagery_protocol`, default
+thing that learns. Trials are chosen by a protocol (:func:`fmri2img.data.splits.make_fold`, default
 leave-targets-out) or, with ``split_train``/``split_val``, by the index's own split labels.
 Training examples are decoder outputs of repetition averages of random size
 (:func:`subset_averages`), the targets the stimuli's embeddings.
@@ -24,22 +24,23 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+import torch
+from pydantic import Field, field_validator, model_validator
 
-from fmri2img.atomic import atomic_path, write_json, write_text
-from fmri2img.data.checksum import file_checksum
-from fmri2img.devices import check_device_name
+from fmri2img.data.splits import Fold, make_fold, usable_rows
+from fmri2img.data.trials import IndexData, Targets, average_by_stimulus, subset_averages
 from fmri2img.errors import DataError
 from fmri2img.eval import metrics as M
-from fmri2img.experiments.imagery_protocol import (
-    PROTOCOLS,
-    Fold,
-    FoldTrainingOptions,
-    make_fold,
-    usable_rows,
-)
-from fmri2img.experiments.trial_data import IndexData, Targets, average_by_stimulus, subset_averages
+from fmri2img.experiments.fold_training import FoldTrainingOptions
+from fmri2img.io.atomic import atomic_path, write_json, write_text
+from fmri2img.io.checksum import file_checksum
+from fmri2img.models import registry
+from fmri2img.models.adapters import AdapterConfig, apply_adapter, build_adapter, pack, save_adapter
 from fmri2img.models.pipeline import DecoderPipeline
+from fmri2img.report.figures import loss_curve
+from fmri2img.training.resume import last_weights
+from fmri2img.training.seeding import seed_everything
+from fmri2img.training.trainer import train_from_start
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +49,32 @@ LAST = "checkpoints/adapter_last.pt"
 
 
 class AdapterTrainConfig(FoldTrainingOptions):
-    index: Path  # an NSD-Imagery index
-    checkpoint: Path  # the frozen decoder
+    index: Path = Field(description="NSD-Imagery index")
+    checkpoint: Path = Field(description="the frozen decoder")
     targets: Path
     output_dir: Path
-    model_type: str | None = None  # checked against the checkpoint when given
-    adapter: Literal["linear", "mlp"] = "mlp"
-    hidden: int = Field(256, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    condition_token: bool = False  # per-domain vectors; trains on vision trials too
-    train_domain: Literal["imagery", "perception"] = "imagery"  # perception: a control
+    model_type: str | None = Field(None, description="checked against the checkpoint")
+    adapter: str = Field("mlp", description="adapter type")
+    hidden: int = Field(256, ge=1, description="mlp adapter: hidden width")
+    dropout: float = Field(0.1, ge=0, lt=1, description="mlp adapter: dropout")
+    condition_token: bool = Field(False, description="learned per-domain vectors; trains on "
+                                                     "imagery and vision trials")
+    train_domain: Literal["imagery", "perception"] = Field(
+        "imagery", description="perception: train on the session's vision trials (a control)")
     # A control for conditioned adapters: the same examples, domain labels permuted among
     # them, so the per-domain vectors cannot learn what is specific to imagery.
-    shuffle_domains: bool = False
-    split_train: str | None = None  # use the index's split labels instead of a protocol
+    shuffle_domains: bool = Field(False, description="with condition_token: permute the "
+                                  "domain labels among the training examples (a control "
+                                  "with the same data)")
+    split_train: str | None = Field(None, description="use the index's split labels "
+                                                      "instead of a protocol")
     split_val: str | None = None
+
+    _known = field_validator("adapter")(
+        classmethod(lambda cls, v: registry.adapters.check_name(v)))
 
     @model_validator(mode="after")
     def _check(self) -> AdapterTrainConfig:
-        check_device_name(self.device)
         if (self.split_train is None) != (self.split_val is None):
             raise ValueError("give both split_train and split_val, or neither")
         if self.fold >= self.n_folds:
@@ -106,8 +114,6 @@ def domain_examples(pipeline: DecoderPipeline, data: IndexData, rows: pd.DataFra
     """(decoder outputs, target embeddings, domain of each example) of repetition averages
     drawn per (domain, target); inputs are packed with the domain code when
     ``condition``, a permutation of the true codes when ``shuffle``."""
-    from fmri2img.models.adapters import pack
-
     xs, ys, doms = [], [], []
     for domain, part in rows.groupby("domain", sort=True):
         if not len(part):
@@ -126,8 +132,6 @@ def domain_examples(pipeline: DecoderPipeline, data: IndexData, rows: pd.DataFra
 def _item_metrics(pipeline: DecoderPipeline, adapter: Any, data: IndexData,
                   rows: pd.DataFrame, targets: Targets) -> dict[str, Any]:
     """Base vs adapted decoder on these rows' imagery trials, averaged per target."""
-    from fmri2img.models.adapters import apply_adapter
-
     rows = rows[rows["domain"] == "imagery"]
     if rows["stimulus"].nunique() < 2:
         return {"n_items": int(rows["stimulus"].nunique()),
@@ -150,14 +154,6 @@ def _check_unchanged(path: Path, checksum: str) -> None:
 
 
 def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
-    import torch
-
-    from fmri2img.models.adapters import AdapterConfig, build_adapter, save_adapter
-    from fmri2img.models.checkpoint import load_checkpoint
-    from fmri2img.training.losses import get_loss
-    from fmri2img.training.seeding import seed_everything
-    from fmri2img.training.trainer import TrainerConfig, train_from_start
-
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     base_sum = file_checksum(cfg.checkpoint)
@@ -188,21 +184,17 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
         with open(tmp, "wb") as fh:
             np.savez(fh, keys=np.array(used), embeddings=targets.rows(used))
 
-    acfg = AdapterConfig(type=cfg.adapter, hidden=cfg.hidden, dropout=cfg.dropout,
-                         condition=cfg.condition_token)
+    acfg = AdapterConfig(hidden=cfg.hidden, dropout=cfg.dropout, condition=cfg.condition_token)
     seed_everything(cfg.seed)
-    adapter = build_adapter(pipeline.n_outputs, acfg)
-    loss_fn = get_loss("hybrid") if cfg.loss == "hybrid" else get_loss(cfg.loss)
-    tcfg = TrainerConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                         weight_decay=cfg.weight_decay, early_stop_patience=cfg.early_stop_patience,
-                         seed=cfg.seed, device=cfg.device, checkpoint_dir=out / "checkpoints" /
-                         "trainer", description=f"adapter {cfg.adapter} fold {fold.fold}")
+    adapter = build_adapter(cfg.adapter, pipeline.n_outputs, acfg)
+    trainer_dir = out / "checkpoints" / "trainer"
+    tcfg = cfg.trainer_config(trainer_dir, f"adapter {cfg.adapter} fold {fold.fold}")
     log.info("%s: %s adapter (%d parameters) on %d examples from %d trials (%s, fold %d/%d); "
              "%d validation trials", data.subject, cfg.adapter, adapter.n_parameters(),
              len(x_tr), len(fold.train), fold.protocol, fold.fold, fold.n_folds, len(fold.val))
     result, start, kept = train_from_start(
-        adapter, loss_fn, (torch.from_numpy(x_tr), torch.from_numpy(y_tr)), val, tcfg,
-        extra_meta={"adapter": acfg.resolved()})
+        adapter, cfg.loss_fn(), (torch.from_numpy(x_tr), torch.from_numpy(y_tr)), val, tcfg,
+        extra_meta={"adapter": {"type": cfg.adapter, **acfg.resolved()}})
     adapter.cpu().eval()
     _check_unchanged(cfg.checkpoint, base_sum)
 
@@ -217,10 +209,8 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
         "config": cfg.resolved(),
     }
     save_adapter(out / BEST, adapter, ameta)
-    arrays, _ = load_checkpoint(out / "checkpoints" / "trainer" / "last.pt")
-    last = build_adapter(pipeline.n_outputs, acfg)
-    last.load_state_dict({k[len("model."):]: torch.from_numpy(np.array(v))
-                          for k, v in arrays.items() if k.startswith("model.")})
+    last = build_adapter(cfg.adapter, pipeline.n_outputs, acfg)
+    last.load_state_dict(last_weights(trainer_dir))
     save_adapter(out / LAST, last, {**ameta, "weights": "last epoch"})
 
     metrics_train = _item_metrics(pipeline, adapter, data, fold.train, targets)
@@ -231,8 +221,6 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     write_json(out / "metrics_val.json", {**label, **metrics_val})
     write_text(out / "logs" / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
     cfg.save(out / "config_resolved.yaml")
-    from fmri2img.report.figures import loss_curve
-
     loss_curve(result.history, out / "figures" / "loss_curve",
                title=f"{cfg.adapter} adapter, {data.subject}, fold {fold.fold}")
     summary = {
@@ -254,6 +242,3 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
 
 def _fmt(m: dict[str, Any], key: str) -> str:
     return f"{m[key]['cosine']:.3f}" if key in m else "-"
-
-
-__all__ = ["PROTOCOLS", "AdapterTrainConfig", "domain_examples", "train_adapter"]

@@ -2,9 +2,11 @@
 
 Every weight of the decoder is trained (its preprocessing is kept as fitted on perception),
 starting from the perception solution, on the same examples an adapter gets: repetition
-averages of the fold's training targets (:mod:`imagery_protocol`), with early stopping on
-held-out targets. The result is a decoder checkpoint that records what it saw, so
-evaluation scores each target only with a model that never trained on it.
+averages of the fold's training targets (:func:`fmri2img.data.splits.make_fold`), with early
+stopping on held-out targets. The decoder hands over its trainable module and takes the
+tuned weights back through :class:`fmri2img.models.base.Decoder`. The result is a decoder
+checkpoint that records what it saw, so evaluation scores each target only with a model
+that never trained on it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field
 
-from fmri2img.atomic import write_json, write_text
-from fmri2img.devices import check_device_name
+from fmri2img.data.splits import make_fold
+from fmri2img.data.trials import IndexData, Targets, subset_averages
 from fmri2img.errors import DataError
-from fmri2img.experiments.imagery_protocol import FoldTrainingOptions, make_fold
-from fmri2img.experiments.trial_data import IndexData, Targets, subset_averages
+from fmri2img.experiments.fold_training import FoldTrainingOptions
+from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models.pipeline import DecoderPipeline
+from fmri2img.training.seeding import seed_everything
+from fmri2img.training.trainer import train_from_start
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +36,15 @@ CHECKPOINT = "checkpoints/decoder.pt"
 
 
 class FinetuneConfig(FoldTrainingOptions):
-    index: Path  # an NSD-Imagery index
-    checkpoint: Path  # the perception decoder to start from
+    index: Path = Field(description="NSD-Imagery index")
+    checkpoint: Path = Field(description="the perception decoder to start from")
     targets: Path
     output_dir: Path
     # small steps: ridge coefficients are ~1e-3, and Adam moves each weight by ~lr
-    lr: float = Field(1e-5, gt=0)
-
-    def model_post_init(self, _: Any) -> None:
-        check_device_name(self.device)
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
 
 
 def finetune_decoder(cfg: FinetuneConfig) -> dict[str, Any]:
-    import torch
-
-    from fmri2img.models.finetune import trainable_module, with_module
-    from fmri2img.training.losses import get_loss
-    from fmri2img.training.seeding import seed_everything
-    from fmri2img.training.trainer import TrainerConfig, train_from_start
-
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     pipeline, meta = DecoderPipeline.load(cfg.checkpoint)
@@ -70,21 +65,18 @@ def finetune_decoder(cfg: FinetuneConfig) -> dict[str, Any]:
     train_data = examples(fold.train, cfg.n_averages)
     val_data = examples(fold.val, max(1, cfg.n_averages // 2)) if len(fold.val) else None
     seed_everything(cfg.seed)
-    module = trainable_module(pipeline.decoder)
+    module = pipeline.decoder.trainable_module()
     n_params = int(sum(p.numel() for p in module.parameters()))
-    tcfg = TrainerConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                         weight_decay=cfg.weight_decay,
-                         early_stop_patience=cfg.early_stop_patience, seed=cfg.seed,
-                         device=cfg.device, checkpoint_dir=out / "checkpoints" / "trainer",
-                         description=f"fine-tune {meta['model_type']} fold {fold.fold}")
-    loss_fn = get_loss("hybrid") if cfg.loss == "hybrid" else get_loss(cfg.loss)
-    result, start, keep_start = train_from_start(module, loss_fn, train_data, val_data, tcfg,
-                                                 extra_meta={"finetune": meta["model_type"]})
+    tcfg = cfg.trainer_config(out / "checkpoints" / "trainer",
+                              f"fine-tune {meta['model_type']} fold {fold.fold}")
+    result, start, keep_start = train_from_start(module, cfg.loss_fn(), train_data, val_data,
+                                                 tcfg, extra_meta={"finetune": meta["model_type"]})
     module.cpu().eval()
-    tuned = DecoderPipeline(pipeline.preprocessor, with_module(pipeline.decoder, module))
+    tuned = DecoderPipeline(pipeline.preprocessor, pipeline.decoder.with_module(module))
+    # the model entries are the tuned decoder's; what it was trained on is kept
     tuned_meta = {k: v for k, v in meta.items() if k not in (
-        "kind", "model_type", "n_inputs", "n_features", "n_outputs", "model_config",
-        "model_meta", "preprocess")}
+        "kind", "model_type", "input_shape", "n_inputs", "n_features", "n_outputs",
+        "model_config", "model_meta", "preprocess")}
     tuned_meta.update({
         "imagery_training": {**fold.describe(data.index_checksum), "domains": ["imagery"],
                              "strategy": "finetune"},

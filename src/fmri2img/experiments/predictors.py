@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fmri2img.data.trials import average_by_stimulus
 from fmri2img.errors import DataError
-from fmri2img.experiments.trial_data import average_by_stimulus
+from fmri2img.io.checksum import file_checksum
+from fmri2img.models.adapters import Adapter, apply_adapter, load_adapter
 from fmri2img.models.pipeline import DecoderPipeline
 
 ADAPTED_DOMAIN = "imagery"
@@ -32,7 +34,7 @@ ADAPTED_DOMAIN = "imagery"
 class Member:
     pipeline: DecoderPipeline
     meta: dict[str, Any]
-    adapter: Any = None  # fmri2img.models.adapters.Adapter
+    adapter: Adapter | None = None
     adapter_meta: dict[str, Any] | None = None
     pipeline_id: int = 0
     adapter_id: int | None = None
@@ -45,8 +47,6 @@ class Member:
     def predict(self, X: np.ndarray, domain: str) -> np.ndarray:
         pred = self.pipeline.predict(X)
         if self.adapter is not None and domain == ADAPTED_DOMAIN:
-            from fmri2img.models.adapters import apply_adapter
-
             pred = apply_adapter(self.adapter, pred, domain)
         return pred
 
@@ -75,8 +75,6 @@ class Predictor:
         if adapters and len(checkpoints) not in (1, len(adapters)):
             raise DataError(f"{len(checkpoints)} decoder checkpoints and {len(adapters)} "
                             "adapters: give one decoder, or one per adapter", checkpoints[0])
-        from fmri2img.data.checksum import file_checksum
-
         loaded = [DecoderPipeline.load(p) for p in checkpoints]
         sums = [file_checksum(p) for p in checkpoints]
         members = []
@@ -87,8 +85,6 @@ class Predictor:
             seen = [meta["imagery_training"]] if meta.get("imagery_training") else []
             member = Member(pipeline, meta, pipeline_id=j, seen=seen)
             if adapters:
-                from fmri2img.models.adapters import load_adapter
-
                 adapter, ameta = load_adapter(adapters[i], pipeline.n_outputs, adapter_type)
                 base = ameta.get("base_checkpoint", {}).get("checksum")
                 if base and base != sums[j]:

@@ -13,57 +13,66 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.console import Console
 
-from fmri2img.atomic import write_json, write_text
 from fmri2img.config import StrictModel
 from fmri2img.data.imagery import ImageryIndexConfig, build_imagery_index
 from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.nsd_layout import subject_name
-from fmri2img.data.summary import (
-    make_console,
-    print_summary,
-    summarize_imagery,
-    summarize_perception,
-    write_summary,
-)
+from fmri2img.data.simulate import SimulationConfig, simulate
+from fmri2img.data.summary import summarize_imagery, summarize_perception, write_summary
+from fmri2img.experiments.ablation import AblationConfig, check_methods, run_ablation
+from fmri2img.experiments.h1 import H1Config, run_h1
+from fmri2img.experiments.train_decoder import checkpoint_path
+from fmri2img.io.atomic import write_json, write_text
+from fmri2img.models import registry
+from fmri2img.report.console import make_console, print_h1_table, print_summary
 
 log = logging.getLogger(__name__)
 DONE_MARKER = ".simulation_complete"
 
 
 class StudyConfig(StrictModel):
-    out: Path = Path("runs/demo")
-    scale: Literal["small", "default", "nsd"] = "default"
+    out: Path = Field(Path("runs/demo"), description="output folder")
+    scale: Literal["small", "default", "nsd"] = Field("default",
+                                                      description="simulated dataset size")
     seed: int = 0
-    null: bool = False
+    null: bool = Field(False, description="simulate imagery statistically identical to "
+                                          "perception (false-positive checks)")
     subjects: list[int] = Field(default_factory=lambda: [1, 2, 5, 7])
-    nsd_root: Path | None = None  # real data instead of the simulator
-    roi: str = "nsdgeneral"
-    average: Literal["none", "test", "all"] = "none"
-    val_fraction: float = 0.1
-    # decoding (H1); an empty list stops after the dataset summary
-    models: list[str] = Field(default_factory=lambda: ["ridge", "mlp", "two_stage"])
-    targets: Path | None = None  # default: the simulator's targets/clip_like.parquet
+    nsd_root: Path | None = Field(None, description="real NSD root instead of the simulator")
+    roi: str = Field("nsdgeneral", description="ATLAS or ATLAS:NAME,...")
+    average: Literal["none", "test", "all"] = Field(
+        "none", description="average repetitions: none, test images only, or every image")
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    models: list[str] = Field(
+        default_factory=lambda: ["ridge", "mlp", "two_stage"],
+        description="decoders trained per subject (H1); none: dataset summary only")
+    targets: Path | None = Field(None, description="embedding table (default: the "
+                                                   "simulator's targets/clip_like.parquet)")
     # decoder options per model type; sized for a 2-core CPU at the default scale
     model_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
         "mlp": {"epochs": 30, "hidden": [512]},
         "two_stage": {"epochs": 30, "width": 512},
-        "contrastive_mlp": {"epochs": 30}})
-    n_permutations: int = 1000
-    n_bootstrap: int = 2000
-    # transfer ablation (H2, H3) on this decoder; None or no methods: skip it
-    ablation_model: str | None = "ridge"
+        "contrastive_mlp": {"epochs": 30}}, description="decoder options per model type")
+    n_permutations: int = Field(1000, ge=1)
+    n_bootstrap: int = Field(2000, ge=1)
+    ablation_model: str | None = Field(
+        "ridge", description="transfer ablation (H2, H3) on this decoder; none: skip it")
     ablation_methods: list[str] = Field(default_factory=lambda: [
         "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond",
-        "adapter_mlp_cond_shuffled", "adapter_mlp_vision", "mixed", "finetune", "imagery_only"])
-    ablation_permutations: int = 200  # per cell; the H1 evaluations keep n_permutations
+        "adapter_mlp_cond_shuffled", "adapter_mlp_vision", "mixed", "finetune", "imagery_only"],
+        description="ablation methods")
+    ablation_permutations: int = Field(
+        200, ge=1, description="permutations per ablation cell (H1 keeps n_permutations)")
+
+    _models = field_validator("models")(
+        classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
+    _methods = field_validator("ablation_methods")(classmethod(lambda cls, v: check_methods(v)))
 
 
 def ensure_simulated(cfg: StudyConfig) -> Path:
-    from fmri2img.data.simulate import SimulationConfig, simulate
-
     root = cfg.out / "data"
     sim_cfg = SimulationConfig.from_scale(cfg.scale, seed=cfg.seed, null=cfg.null,
                                           subjects=tuple(cfg.subjects))
@@ -83,9 +92,6 @@ def run_study_ablation(cfg: StudyConfig, idx_dir: Path, targets: Path,
                        console: Console) -> dict[str, Any]:
     """The transfer ablation on every subject, from the H1 decoders; prints the table and
     the H1-H3 verdicts."""
-    from fmri2img.experiments.ablation import AblationConfig, run_ablation
-    from fmri2img.experiments.train_decoder import checkpoint_path
-
     methods = [m for m in cfg.ablation_methods if m != "adapter_mlp_cond"]
     acfg = AblationConfig(
         index=str(idx_dir / "{subject}_imagery.parquet"),
@@ -125,10 +131,11 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
     print_summary(perception, imagery, console)
     result: dict[str, Any] = {"root": str(root), "perception": perception, "imagery": imagery}
     if cfg.models:
-        from fmri2img.experiments.h1 import print_h1_table, run_h1
-
         targets = cfg.targets or root / "targets" / "clip_like.parquet"
-        rows = run_h1(cfg, idx_dir, targets)
+        rows = run_h1(H1Config(out=cfg.out, indices=idx_dir, targets=targets,
+                               subjects=cfg.subjects, models=cfg.models,
+                               model_options=cfg.model_options, seed=cfg.seed,
+                               n_permutations=cfg.n_permutations, n_bootstrap=cfg.n_bootstrap))
         result["h1"] = rows
         print_h1_table(rows, console)
         if cfg.ablation_model in cfg.models and cfg.ablation_methods:

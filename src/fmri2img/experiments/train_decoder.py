@@ -3,7 +3,8 @@
 Only training rows are ever seen by the preprocessing and the decoder. Decoders that stop
 early (torch) train on the ``train`` split and watch ``val``; decoders that tune themselves
 by grouped cross-validation (ridge) get ``train`` + ``val`` as training data. The test split
-is never read here.
+is never read here. With ``imagery_index``, imagery trials of one protocol fold are added
+(mixed training) or, with ``perception`` off, used alone (an imagery-only decoder).
 """
 
 from __future__ import annotations
@@ -11,62 +12,68 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from fmri2img.atomic import write_json, write_text
 from fmri2img.config import StrictModel
+from fmri2img.data.splits import Protocol, make_fold
+from fmri2img.data.trials import IndexData, Targets
 from fmri2img.errors import DataError
-from fmri2img.experiments.trial_data import IndexData, Targets
+from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models import registry
-from fmri2img.models.pipeline import DecoderPipeline
-from fmri2img.models.preprocess import Preprocessor
+from fmri2img.models.pipeline import fit_pipeline
+from fmri2img.report.figures import loss_curve
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoints/decoder.pt"
 
 
-class ImageryTraining(StrictModel):
-    """Imagery trials added to a decoder's training data (mixed training, imagery only),
-    chosen by a protocol fold so that evaluation can leave out what was seen."""
-
-    index: Path  # an NSD-Imagery index of the same subject and voxels
-    protocol: Literal["leave-targets-out", "held-out-repetitions"] = "leave-targets-out"
-    n_folds: int = Field(6, ge=2)
-    fold: int = Field(0, ge=0)
-    data_fraction: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
-
-
 class TrainConfig(StrictModel):
-    index: Path
-    targets: Path
-    model_type: str
+    index: Path = Field(description="trial index (build-index output)")
+    targets: Path = Field(description="embedding table (embed-images output, or the "
+                                      "simulator's targets/clip_like.parquet)")
+    model_type: str = Field(description="decoder name")
     output_dir: Path
-    model: dict[str, Any] = Field(default_factory=dict)  # the decoder's own options
-    epochs: int | None = None  # shortcut for model.epochs (torch decoders)
-    device: str | None = None  # shortcut for model.device
-    zscore: bool = True
-    pca: int | None = None  # PCA components (e.g. 512); None = no PCA
-    domains: list[str] = Field(default_factory=lambda: ["perception"])
-    include_perception: bool = True  # False with `imagery`: an imagery-only decoder
-    imagery: ImageryTraining | None = None
+    model: dict[str, Any] = Field(default_factory=dict,
+                                  description="the decoder's own options")
+    epochs: int | None = Field(None, ge=1, description="torch decoders: maximum epochs")
+    device: str | None = Field(None, description="cpu, cuda, cuda:N (default cpu)")
+    zscore: bool = Field(True, description="z-score each voxel over the training rows")
+    pca: int | None = Field(
+        None, ge=1, description="PCA components on z-scored voxels, fitted on training "
+                                "trials (e.g. 512); none: no PCA",
+        json_schema_extra={"cli": {"nargs": "?", "const": 512}})
+    domains: list[str] = Field(default_factory=lambda: ["perception"],
+                               description="trial domains of the index to train on")
+    perception: bool = Field(True, description="train on the index's perception trials; "
+                                               "off with imagery_index: imagery only")
+    imagery_index: Path | None = Field(
+        None, description="NSD-Imagery index of the same subject and voxels: add the "
+                          "imagery trials of a protocol fold (mixed training)")
+    protocol: Protocol = Field("leave-targets-out",
+                               description="imagery_index: protocol of the folds")
+    n_folds: int = Field(6, ge=2, description="imagery_index: folds of the protocol")
+    fold: int = Field(0, ge=0, description="imagery_index: the fold (0-based)")
+    data_fraction: float = Field(1.0, gt=0, le=1,
+                                 description="imagery_index: share of imagery training trials")
     seed: int = 0
 
-    @field_validator("model_type")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in registry.available():
-            raise ValueError(f"unknown model type {v!r}; available: {registry.available()}")
-        return v
+    _known = field_validator("model_type")(
+        classmethod(lambda cls, v: registry.decoders.check_name(v)))
+
+    @model_validator(mode="after")
+    def _imagery(self) -> TrainConfig:
+        if not self.perception and self.imagery_index is None:
+            raise ValueError("perception off needs imagery_index (an imagery-only decoder)")
+        return self
 
     def decoder_options(self) -> dict[str, Any]:
         opts = dict(self.model)
-        fields = registry.get(self.model_type).Config.model_fields
+        fields = registry.decoders.get(self.model_type).Config.model_fields
         for key, value in (("epochs", self.epochs), ("device", self.device),
                            ("seed", self.seed)):
             if value is None:
@@ -87,46 +94,45 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = IndexData.open(cfg.index)
     targets = Targets.open(cfg.targets)
-    decoder_cls = registry.get(cfg.model_type)
+    decoder_cls = registry.decoders.get(cfg.model_type)
     train_splits = ["train"] if decoder_cls.uses_validation else ["train", "val"]
     rows = data.select(splits=train_splits, domains=cfg.domains)
-    if not cfg.include_perception:
+    if not cfg.perception:
         rows = rows.iloc[:0]
     val_rows = data.select(splits=["val"], domains=cfg.domains) \
-        if decoder_cls.uses_validation and cfg.include_perception else rows.iloc[:0]
-    X = data.betas(rows)
+        if decoder_cls.uses_validation and cfg.perception else rows.iloc[:0]
+    parts = [(data, rows)]
     Y = targets.rows(rows["stimulus"].tolist())
     groups = rows["stimulus"].to_numpy()
+    val_parts = [(data, val_rows)] if len(val_rows) else []
     imagery_meta = None
-    X_vi = Y_vi = None
-    if cfg.imagery is not None:
-        X_im, Y_im, g_im, X_vi, Y_vi, imagery_meta = _imagery_rows(cfg, data, targets,
-                                                                     decoder_cls)
-        X, Y = np.concatenate([X, X_im]), np.concatenate([Y, Y_im])
-        groups = np.concatenate([groups, g_im])
-    if len(X) < 2:
-        raise DataError(f"{len(X)} training rows (splits {train_splits}, domains "
+    if cfg.imagery_index is not None:
+        idata, im_train, im_val, imagery_meta = _imagery_fold(cfg, data, decoder_cls)
+        parts.append((idata, im_train))
+        Y = np.concatenate([Y, targets.rows(im_train["stimulus"].tolist())])
+        groups = np.concatenate([groups, im_train["stimulus"].to_numpy()])
+        if len(im_val):
+            val_parts.append((idata, im_val))
+    n_rows = sum(len(r) for _, r in parts)
+    if n_rows < 2:
+        raise DataError(f"{n_rows} training rows (splits {train_splits}, domains "
                         f"{cfg.domains}); nothing to train on", cfg.index)
+    n_val = sum(len(r) for _, r in val_parts)
     log.info("%s: %d training rows x %d voxels -> %d-d targets (%s); %d validation rows",
-             data.subject, len(X), X.shape[1], Y.shape[1], targets.path.name, len(val_rows))
-    pre = Preprocessor(zscore=cfg.zscore, pca_components=cfg.pca, seed=cfg.seed).fit(X)
-    Xp = pre.transform(X)
-    n_rows = len(X)
-    del X
-    fit_kw: dict[str, Any] = {"groups": groups}
-    if len(val_rows) or X_vi is not None:
-        xv = [data.betas(val_rows)] + ([X_vi] if X_vi is not None else [])
-        yv = [targets.rows(val_rows["stimulus"].tolist())] + ([Y_vi] if Y_vi is not None
-                                                             else [])
-        fit_kw["X_val"] = pre.transform(np.concatenate(xv))
-        fit_kw["Y_val"] = np.concatenate(yv)
-    decoder = registry.build(cfg.model_type, Xp.shape[1], Y.shape[1], cfg.decoder_options())
+             data.subject, n_rows, data.n_voxels, Y.shape[1], targets.path.name, len(val_rows))
+    X_val = Y_val = None
+    if val_parts:
+        X_val = _betas(val_parts)
+        Y_val = np.concatenate([targets.rows(r["stimulus"].tolist()) for _, r in val_parts])
     t_fit = time.perf_counter()
-    decoder.fit(Xp, Y, **fit_kw)
+    # the betas are handed over without a reference here: fit_pipeline frees them once
+    # they are preprocessed
+    pipeline = fit_pipeline(cfg.model_type, _betas(parts), Y, groups=groups, X_val=X_val,
+                            Y_val=Y_val, zscore=cfg.zscore, pca=cfg.pca, seed=cfg.seed,
+                            options=cfg.decoder_options())
     fit_s = time.perf_counter() - t_fit
+    report = pipeline.decoder.fit_report()
 
-    pipeline = DecoderPipeline(pre, decoder)
-    history = list(getattr(decoder, "history_", None) or [])
     out = Path(cfg.output_dir)
     meta = {
         "data": data.provenance(),
@@ -146,26 +152,23 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
         meta["imagery_training"] = imagery_meta
     pipeline.save(checkpoint_path(out), meta)
     cfg.save(out / "config_resolved.yaml")
-    if history:
-        hist = pd.DataFrame(history)
-        write_text(out / "logs" / "history.csv", hist.to_csv(index=False))
-        from fmri2img.report.figures import loss_curve
-
-        loss_curve(history, out / "figures" / "loss_curve",
+    if report.history:
+        write_text(out / "logs" / "history.csv", pd.DataFrame(report.history).to_csv(index=False))
+        loss_curve(report.history, out / "figures" / "loss_curve",
                    title=f"{cfg.model_type}, {data.subject}")
     summary = {
         "checkpoint": str(checkpoint_path(out)),
         "model_type": cfg.model_type,
         "subject": data.subject,
         "n_train_rows": n_rows,
-        "n_val_rows": len(val_rows),
+        "n_val_rows": n_val,
         "n_voxels": data.n_voxels,
-        "n_features": int(Xp.shape[1]),
+        "n_features": pipeline.decoder.n_inputs,
         "target_dim": int(Y.shape[1]),
         "fit_seconds": round(fit_s, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),
-        "epochs_run": len(history) or None,
-        "chosen": _chosen_hyperparameters(decoder),
+        "epochs_run": len(report.history) or None,
+        "chosen": report.chosen,
     }
     write_json(out / "train_summary.json", summary)
     log.info("%s %s trained in %.1f s -> %s", data.subject, cfg.model_type, fit_s,
@@ -173,40 +176,28 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
     return summary
 
 
-def _imagery_rows(cfg: TrainConfig, data: IndexData, targets: Targets, decoder_cls: Any
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
-                             np.ndarray | None, dict[str, Any]]:
-    """Single imagery trials of the fold's training targets (plus its validation trials:
-    training data for self-tuning decoders, validation data for the others)."""
-    from fmri2img.experiments.imagery_protocol import make_fold
+def _betas(parts: list[tuple[IndexData, pd.DataFrame]]) -> np.ndarray:
+    arrays = [d.betas(r) for d, r in parts]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-    im = cfg.imagery
-    assert im is not None
-    idata = IndexData.open(im.index)
+
+def _imagery_fold(cfg: TrainConfig, data: IndexData, decoder_cls: Any
+                  ) -> tuple[IndexData, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Single imagery trials of the fold's training targets, and its validation trials
+    (training data for self-tuning decoders, validation data for the others)."""
+    assert cfg.imagery_index is not None
+    idata = IndexData.open(cfg.imagery_index)
     if idata.n_voxels != data.n_voxels or idata.subject != data.subject:
         raise DataError(f"imagery index of {idata.subject} with {idata.n_voxels} voxels does "
                         f"not match the perception index ({data.subject}, {data.n_voxels})",
-                        im.index)
-    fold = make_fold(idata.frame, protocol=im.protocol, fold=im.fold, n_folds=im.n_folds,
-                     seed=im.seed, data_fraction=im.data_fraction, source=im.index)
+                        cfg.imagery_index)
+    fold = make_fold(idata.frame, protocol=cfg.protocol, fold=cfg.fold, n_folds=cfg.n_folds,
+                     seed=cfg.seed, data_fraction=cfg.data_fraction, source=cfg.imagery_index)
     train, val = fold.train, fold.val
     if not decoder_cls.uses_validation:
         train, val = pd.concat([train, val]), val.iloc[:0]
-    X = idata.betas(train)
-    Y = targets.rows(train["stimulus"].tolist())
-    X_val = idata.betas(val) if len(val) else None
-    Y_val = targets.rows(val["stimulus"].tolist()) if len(val) else None
     desc = {**fold.describe(idata.index_checksum), "domains": ["imagery"],
-            "strategy": "mixed" if cfg.include_perception else "imagery_only"}
+            "strategy": "mixed" if cfg.perception else "imagery_only"}
     log.info("%s: + %d imagery trials of %d targets (%s fold %d/%d)", idata.subject,
              len(train), train["stimulus"].nunique(), fold.protocol, fold.fold, fold.n_folds)
-    return X, Y, train["stimulus"].to_numpy(), X_val, Y_val, desc
-
-
-def _chosen_hyperparameters(decoder: Any) -> dict[str, Any]:
-    alpha = getattr(decoder, "alpha_", None)
-    if alpha is None:
-        return {}
-    alpha = np.atleast_1d(np.asarray(alpha, dtype=float))
-    return {"alpha_median": float(np.median(alpha)), "alpha_min": float(alpha.min()),
-            "alpha_max": float(alpha.max())}
+    return idata, train, val, desc

@@ -1,5 +1,8 @@
-"""Decoders (brain -> embedding), preprocessing and checkpoints.
+"""Models: decoders (brain -> embedding), adapters (embedding -> embedding), preprocessing
+and the pipeline that fits, saves and loads them.
 
-Every decoder is built as ``cls(n_inputs, n_outputs, config)`` and found by name through
-:mod:`fmri2img.models.registry`.
+Every model is built as ``cls(input_shape, n_outputs, config)`` (:mod:`.base`) and found by
+name through one of the two registries of :mod:`.registry` (``decoders``, ``adapters``).
+Decoders: ``ridge`` (:mod:`.ridge`), ``mlp``, ``two_stage``, ``contrastive_mlp`` (torch,
+:mod:`.torch_decoder`); adapters: ``linear``, ``mlp`` (:mod:`.adapters`).
 """

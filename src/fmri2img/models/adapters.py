@@ -13,13 +13,19 @@ moved, and with a few hundred training examples early stopping often ends traini
 Conditioned adapters take *packed* inputs, the embedding plus one last column holding the
 domain code (:func:`pack`), so that the one training loop (``(inputs, targets)`` batches)
 serves every adapter.
+
+Adapters are models like the decoders: built as ``cls(input_shape, n_outputs, config)``
+with ``input_shape == (dim,)`` and ``n_outputs == dim``, found through
+:data:`fmri2img.models.registry.adapters`, and saved in the decoders' checkpoint layout
+(``model_type``, ``model_config``, tensors under ``model/``).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,17 +34,18 @@ from torch import nn
 
 from fmri2img.config import StrictModel
 from fmri2img.errors import DataError
-from fmri2img.models.checkpoint import load_checkpoint, save_checkpoint
+from fmri2img.io.checkpoint import load_checkpoint, save_checkpoint
+from fmri2img.models.base import MODEL_PREFIX, Shape, as_shape, model_entries
+from fmri2img.models.registry import adapters
 
 KIND = "adapter"
 DOMAINS: tuple[str, ...] = ("perception", "imagery")
 
 
 class AdapterConfig(StrictModel):
-    type: Literal["linear", "mlp"] = "mlp"
     hidden: int = Field(256, ge=1, description="mlp: width of the hidden layer")
     dropout: float = Field(0.1, ge=0, lt=1, description="mlp: dropout after the activation")
-    condition: bool = False  # learned per-domain vectors
+    condition: bool = Field(False, description="learned per-domain vectors")
 
 
 def pack(x: np.ndarray, domains: np.ndarray | list[str]) -> np.ndarray:
@@ -50,14 +57,26 @@ def pack(x: np.ndarray, domains: np.ndarray | list[str]) -> np.ndarray:
 class Adapter(nn.Module, abc.ABC):
     """Base: ``forward`` splits packed inputs and calls ``_adapt(x, domain_codes)``."""
 
-    type: ClassVar[str]
+    name: ClassVar[str]
+    Config: ClassVar[type[AdapterConfig]] = AdapterConfig
 
-    def __init__(self, dim: int, config: AdapterConfig) -> None:
+    def __init__(self, input_shape: int | Sequence[int], n_outputs: int,
+                 config: AdapterConfig | None = None) -> None:
         super().__init__()
-        self.dim = int(dim)
-        self.config = config
+        shape = as_shape(input_shape)
+        if shape != (int(n_outputs),):
+            raise ValueError(f"an adapter maps dim-d embeddings to dim-d ones; got input "
+                             f"shape {shape} and {n_outputs} outputs")
+        self.input_shape: Shape = shape
+        self.n_outputs = int(n_outputs)
+        self.config = config if config is not None else self.Config()
+        dim = self.dim
         self.condition = (nn.Parameter(torch.zeros(len(DOMAINS), dim))
-                          if config.condition else None)
+                          if self.config.condition else None)
+
+    @property
+    def dim(self) -> int:
+        return self.n_outputs
 
     @property
     def n_inputs(self) -> int:
@@ -77,12 +96,33 @@ class Adapter(nn.Module, abc.ABC):
     def n_parameters(self) -> int:
         return int(sum(p.numel() for p in self.parameters()))
 
+    # -- persistence ----------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}
+        return arrays, {"n_parameters": self.n_parameters()}
 
+    @classmethod
+    def from_state(cls, input_shape: Shape, n_outputs: int, config: AdapterConfig,
+                   arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Adapter:
+        self = cls(input_shape, n_outputs, config)
+        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        self._complete(state)
+        self.load_state_dict(state)
+        self.eval()
+        return self
+
+    def _complete(self, state: dict[str, torch.Tensor]) -> None:
+        """Fill in tensors that checkpoints of older versions lack."""
+
+
+@adapters.register
 class LinearAdapter(Adapter):
-    type = "linear"
+    name = "linear"
 
-    def __init__(self, dim: int, config: AdapterConfig) -> None:
-        super().__init__(dim, config)
+    def __init__(self, input_shape: int | Sequence[int], n_outputs: int,
+                 config: AdapterConfig | None = None) -> None:
+        super().__init__(input_shape, n_outputs, config)
+        dim = self.dim
         self.linear = nn.Linear(dim, dim)
         with torch.no_grad():
             self.linear.weight.copy_(torch.eye(dim))
@@ -93,19 +133,22 @@ class LinearAdapter(Adapter):
         return out if codes is None else out + self.condition[codes]
 
 
+@adapters.register
 class MLPAdapter(Adapter):
-    type = "mlp"
+    name = "mlp"
 
-    def __init__(self, dim: int, config: AdapterConfig) -> None:
-        super().__init__(dim, config)
+    def __init__(self, input_shape: int | Sequence[int], n_outputs: int,
+                 config: AdapterConfig | None = None) -> None:
+        super().__init__(input_shape, n_outputs, config)
+        dim, hidden = self.dim, self.config.hidden
         self.norm = nn.LayerNorm(dim)
-        self.branch = nn.Sequential(nn.Linear(dim, config.hidden), nn.GELU(),
-                                    nn.Dropout(config.dropout), nn.Linear(config.hidden, dim))
+        self.branch = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(),
+                                    nn.Dropout(self.config.dropout), nn.Linear(hidden, dim))
         with torch.no_grad():
             self.branch[-1].weight.zero_()
             self.branch[-1].bias.zero_()
         self.condition_out = (nn.Parameter(torch.zeros(len(DOMAINS), dim))
-                              if config.condition else None)
+                              if self.config.condition else None)
 
     def _adapt(self, x: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
         if codes is None:
@@ -113,13 +156,17 @@ class MLPAdapter(Adapter):
         h = self.norm(x) + self.condition[codes]
         return x + self.branch(h) + self.condition_out[codes]
 
+    def _complete(self, state: dict[str, torch.Tensor]) -> None:
+        if self.condition_out is not None:
+            # written before the output vectors existed: zero ones reproduce them
+            state.setdefault("condition_out", torch.zeros_like(self.condition_out))
 
-ADAPTERS: dict[str, type[Adapter]] = {"linear": LinearAdapter, "mlp": MLPAdapter}
 
-
-def build_adapter(dim: int, config: AdapterConfig | dict[str, Any] | None = None) -> Adapter:
-    cfg = config if isinstance(config, AdapterConfig) else AdapterConfig(**(config or {}))
-    return ADAPTERS[cfg.type](dim, cfg)
+def build_adapter(name: str, dim: int, config: AdapterConfig | dict[str, Any] | None = None
+                  ) -> Adapter:
+    """A new adapter ``name`` on ``dim``-d embeddings (the identity until trained)."""
+    options = config.resolved() if isinstance(config, AdapterConfig) else config
+    return adapters.build(name, (dim,), dim, options)
 
 
 def apply_adapter(adapter: Adapter, pred: np.ndarray, domain: str) -> np.ndarray:
@@ -134,11 +181,22 @@ def apply_adapter(adapter: Adapter, pred: np.ndarray, domain: str) -> np.ndarray
 
 
 def save_adapter(path: str | Path, adapter: Adapter, meta: dict[str, Any]) -> Path:
-    tensors = {k: v for k, v in adapter.state_dict().items()}
-    full = {"kind": KIND, "adapter_type": adapter.type, "dim": adapter.dim,
-            "adapter_config": adapter.config.resolved(),
-            "n_parameters": adapter.n_parameters(), **meta}
-    return save_checkpoint(path, tensors, full)
+    tensors, entries = model_entries(adapter)
+    return save_checkpoint(path, tensors, {"kind": KIND, **entries, **meta})
+
+
+def _current_layout(arrays: dict[str, np.ndarray], meta: dict[str, Any]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Checkpoints of fmri2img 0.1 (``adapter_type``, ``adapter_config``, ``dim`` and
+    unprefixed tensors) in the layout every model checkpoint has now."""
+    if "model_type" in meta:
+        return arrays, meta
+    dim = int(meta["dim"])
+    config = {k: v for k, v in meta["adapter_config"].items() if k != "type"}
+    meta = {**meta, "model_type": meta["adapter_type"], "input_shape": [dim],
+            "n_outputs": dim, "model_config": config,
+            "model_meta": {"n_parameters": meta.get("n_parameters")}}
+    return {f"{MODEL_PREFIX}{k}": v for k, v in arrays.items()}, meta
 
 
 def load_adapter(path: str | Path, dim: int | None = None,
@@ -148,21 +206,16 @@ def load_adapter(path: str | Path, dim: int | None = None,
     arrays, meta = load_checkpoint(path)
     if meta.get("kind") != KIND:
         raise DataError(f"not an adapter checkpoint (kind {meta.get('kind')!r})", path)
-    if expected_type != "auto" and meta["adapter_type"] != expected_type:
+    arrays, meta = _current_layout(arrays, meta)
+    if expected_type != "auto" and meta["model_type"] != expected_type:
         raise DataError(f"--adapter-type {expected_type} given, but the checkpoint holds a "
-                        f"{meta['adapter_type']} adapter", path)
-    if dim is not None and int(meta["dim"]) != int(dim):
-        raise DataError(f"the adapter maps {meta['dim']}-d embeddings but the decoder "
+                        f"{meta['model_type']} adapter", path)
+    if dim is not None and int(meta["n_outputs"]) != int(dim):
+        raise DataError(f"the adapter maps {meta['n_outputs']}-d embeddings but the decoder "
                         f"predicts {dim}-d ones; use an adapter trained on this decoder", path)
-    adapter = build_adapter(int(meta["dim"]), AdapterConfig(**meta["adapter_config"]))
-    state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-    if isinstance(adapter, MLPAdapter) and adapter.condition_out is not None:
-        # Checkpoints written before the output vectors existed: zero ones reproduce them.
-        state.setdefault("condition_out", torch.zeros_like(adapter.condition_out))
     try:
-        adapter.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DataError(f"adapter weights do not fit a {meta['adapter_type']} adapter: {exc}",
+        adapter = adapters.from_entries(arrays, meta)
+    except (KeyError, RuntimeError) as exc:
+        raise DataError(f"adapter weights do not fit a {meta['model_type']} adapter: {exc}",
                         path) from exc
-    adapter.eval()
     return adapter, meta

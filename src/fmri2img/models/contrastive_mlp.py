@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from fmri2img.models.base import DecoderConfig
-from fmri2img.models.registry import register
+from fmri2img.models.registry import decoders
 from fmri2img.models.torch_decoder import LossName, TorchDecoder, TorchDecoderConfig
 
 
@@ -34,7 +34,7 @@ class ContrastiveMLPConfig(TorchDecoderConfig):
         return v
 
 
-@register
+@decoders.register
 class ContrastiveMLPDecoder(TorchDecoder):
     name = "contrastive_mlp"
     Config: ClassVar[type[DecoderConfig]] = ContrastiveMLPConfig

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from fmri2img.models.base import DecoderConfig
-from fmri2img.models.registry import register
+from fmri2img.models.registry import decoders
 from fmri2img.models.torch_decoder import TorchDecoder, TorchDecoderConfig
 
 
@@ -38,7 +38,7 @@ def mlp_body(n_inputs: int, n_outputs: int, hidden: list[int], dropout: float) -
     return nn.Sequential(*layers)
 
 
-@register
+@decoders.register
 class MLPDecoder(TorchDecoder):
     name = "mlp"
     Config: ClassVar[type[DecoderConfig]] = MLPConfig

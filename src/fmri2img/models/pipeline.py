@@ -1,25 +1,31 @@
-"""A fitted decoder with its preprocessing, saved and loaded as one checkpoint.
+"""A fitted decoder with its preprocessing: fitted, saved, loaded and used as one.
 
+:func:`fit_pipeline` is the one fitting path for every decoder and input shape:
+preprocessing statistics from the training rows only, then the decoder on the
+preprocessed rows (validation rows, when given, pass through the same preprocessing).
 The checkpoint holds the preprocessor's arrays under ``pre/`` and the decoder's under
-``model/``; its JSON metadata names the decoder type, both configurations and the data the
-model was trained on (index, splits and target checksums), so evaluation can refuse data
-that does not fit (another subject, another voxel selection, another embedding space).
+``model/``; its JSON metadata names the decoder type, both configurations and the data
+the model was trained on (index, splits and target checksums), so evaluation can refuse
+data that does not fit (another subject, another voxel selection, another embedding
+space).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fmri2img.errors import DataError
+from fmri2img.io.checkpoint import load_checkpoint, save_checkpoint
 from fmri2img.models import registry
-from fmri2img.models.base import Decoder
-from fmri2img.models.checkpoint import load_checkpoint, save_checkpoint
+from fmri2img.models.base import Decoder, model_entries
 from fmri2img.models.preprocess import Preprocessor
 
 KIND = "decoder"
+PRE_PREFIX = "pre/"
 
 
 class DecoderPipeline:
@@ -28,8 +34,13 @@ class DecoderPipeline:
         self.decoder = decoder
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample (``(n_voxels,)`` for fMRI)."""
+        return tuple(self.preprocessor.input_shape_)
+
+    @property
     def n_inputs(self) -> int:
-        return int(self.preprocessor.n_features_in_)
+        return math.prod(self.input_shape)
 
     @property
     def n_outputs(self) -> int:
@@ -37,26 +48,17 @@ class DecoderPipeline:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_inputs:
-            raise ValueError(f"the decoder takes (n, {self.n_inputs}) voxels, got {X.shape}")
+        if X.shape[1:] != self.input_shape:
+            raise ValueError(f"the decoder takes inputs of shape (n, "
+                             f"{', '.join(map(str, self.input_shape))}), got {X.shape}")
         return self.decoder.predict(self.preprocessor.transform(X))
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> Path:
         pre_arrays, pre_meta = self.preprocessor.state()
-        arrays, model_meta = self.decoder.state()
-        tensors = {f"pre/{k}": v for k, v in pre_arrays.items()}
-        tensors.update({f"model/{k}": v for k, v in arrays.items()})
-        full = {
-            "kind": KIND,
-            "model_type": self.decoder.name,
-            "n_inputs": self.n_inputs,
-            "n_features": self.decoder.n_inputs,
-            "n_outputs": self.decoder.n_outputs,
-            "model_config": self.decoder.config.resolved(),
-            "model_meta": model_meta,
-            "preprocess": pre_meta,
-            **meta,
-        }
+        tensors, entries = model_entries(self.decoder)
+        tensors.update({f"{PRE_PREFIX}{k}": v for k, v in pre_arrays.items()})
+        full = {"kind": KIND, **entries, "n_inputs": self.n_inputs,
+                "preprocess": pre_meta, **meta}
         return save_checkpoint(path, tensors, full)
 
     @classmethod
@@ -65,13 +67,45 @@ class DecoderPipeline:
         if meta.get("kind") != KIND:
             raise DataError(f"not a decoder checkpoint (kind {meta.get('kind')!r})", path)
         pre = Preprocessor.from_state(
-            {k[4:]: v for k, v in arrays.items() if k.startswith("pre/")}, meta["preprocess"])
+            {k[len(PRE_PREFIX):]: v for k, v in arrays.items() if k.startswith(PRE_PREFIX)},
+            meta["preprocess"])
+        if "input_shape" not in meta:  # written before shaped inputs: flat features
+            meta = {**meta, "input_shape": [int(meta["n_features"])]}
         try:
-            dec_cls = registry.get(meta["model_type"])
+            decoder = registry.decoders.from_entries(arrays, meta)
         except KeyError as exc:
             raise DataError(str(exc), path) from exc
-        config = dec_cls.Config(**meta["model_config"])
-        decoder = dec_cls.from_state(
-            int(meta["n_features"]), int(meta["n_outputs"]), config,
-            {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, meta["model_meta"])
         return cls(pre, decoder), meta
+
+
+def fit_pipeline(
+    model_type: str,
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    X_val: np.ndarray | None = None,
+    Y_val: np.ndarray | None = None,
+    zscore: bool = True,
+    pca: int | None = None,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+) -> DecoderPipeline:
+    """Fit preprocessing on ``X`` (n, *input_shape), then the decoder ``model_type``
+    (with ``options``) on the preprocessed rows and targets ``Y`` (n, dim).
+
+    ``groups`` keeps a stimulus's rows together in the decoder's internal splits;
+    ``X_val``/``Y_val`` are validation rows for decoders that stop early. ``X`` is
+    released as soon as it is preprocessed, so pass it without keeping a reference when
+    memory matters (a single-trial NSD matrix is gigabytes).
+    """
+    pre = Preprocessor(zscore=zscore, pca_components=pca, seed=seed).fit(X)
+    Xp = pre.transform(X)
+    del X
+    fit_kw: dict[str, Any] = {"groups": groups}
+    if X_val is not None:
+        fit_kw["X_val"] = pre.transform(X_val)
+        fit_kw["Y_val"] = Y_val
+    decoder = registry.decoders.build(model_type, pre.output_shape_, Y.shape[1], options)
+    decoder.fit(Xp, Y, **fit_kw)
+    return DecoderPipeline(pre, decoder)

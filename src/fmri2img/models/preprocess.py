@@ -20,13 +20,17 @@ SvdSolver = Literal["auto", "full", "randomized"]
 
 
 class Preprocessor:
-    """``zscore`` each column, then project on the top ``pca_components`` principal axes.
+    """``zscore`` each input value, then project on the top ``pca_components`` principal axes.
 
-    Fitted attributes: ``mean_`` and ``scale_`` (n_features,), ``components_``
-    (n_components, n_features), ``explained_variance_`` (n_components,),
+    Inputs are ``(n, *input_shape)``: voxels ``(n, n_voxels)``, or shaped samples such as
+    EEG epochs ``(n, channels, times)``, whose values are standardised one by one (each
+    channel at each time point) over the training rows. Fitted attributes: ``input_shape_``,
+    ``mean_`` and ``scale_`` (n_features,) with ``n_features_in_ = prod(input_shape_)``,
+    ``components_`` (n_components, n_features), ``explained_variance_`` (n_components,),
     ``explained_variance_ratio_``. ``transform`` returns float32
-    ``((X - mean_) / scale_) @ components_.T``. With ``pca_components=None`` no projection
-    is made; with ``zscore=False`` the scale is 1 (PCA still centres).
+    ``((X - mean_) / scale_) @ components_.T`` of shape ``(n, n_components)``; with
+    ``pca_components=None`` no projection is made and the input shape is kept
+    (:attr:`output_shape_`); with ``zscore=False`` the scale is 1 (PCA still centres).
     """
 
     def __init__(self, zscore: bool = True, pca_components: int | None = 512, seed: int = 0,
@@ -44,11 +48,13 @@ class Preprocessor:
     # -- fitting --------------------------------------------------------------------------
     def fit(self, X: np.ndarray) -> Preprocessor:
         X = np.asarray(X)
-        if X.ndim != 2 or X.shape[0] < 1:
-            raise ValueError(f"expected a non-empty (n_samples, n_features) array, got "
+        if X.ndim < 2 or X.shape[0] < 1:
+            raise ValueError(f"expected a non-empty (n_samples, ...) array of samples, got "
                              f"{X.shape}")
         if not np.isfinite(X).all():
             raise ValueError("X holds NaN or infinite values")
+        shape = tuple(int(s) for s in X.shape[1:])
+        X = X.reshape(X.shape[0], -1)  # a view: one row of values per sample
         n, p = X.shape
         # moments in float64 whatever the input (float32 sums over thousands of rows lose
         # digits that the z-score then amplifies), a block of rows at a time so that no
@@ -68,6 +74,7 @@ class Preprocessor:
             scale = np.ones(p)
         if self.pca_components is None and not self.zscore:
             mean = np.zeros(p)  # nothing to centre for: the transform is the identity
+        self.input_shape_ = shape
         self.mean_ = mean
         self.scale_ = scale
         self.n_features_in_ = p
@@ -110,8 +117,10 @@ class Preprocessor:
     def transform(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted()
         X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected (n, {self.n_features_in_}) inputs, got {X.shape}")
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(f"expected inputs of shape (n, "
+                             f"{', '.join(map(str, self.input_shape_))}), got {X.shape}")
+        X = X.reshape(X.shape[0], -1)
         # centring in float64 (large offsets cancel exactly), projection in float32, a block
         # of rows at a time so that memory stays at the size of the float32 output
         n = X.shape[0]
@@ -121,7 +130,13 @@ class Preprocessor:
         for start, stop in _row_blocks(n, self.n_features_in_):
             z = ((X[start:stop] - self.mean_) / self.scale_).astype(np.float32)
             out[start:stop] = z if comps is None else z @ comps
-        return out
+        return out.reshape(n, *self.output_shape_)
+
+    @property
+    def output_shape_(self) -> tuple[int, ...]:
+        """Shape of one transformed sample: ``(n_components_,)`` after PCA, else the input's."""
+        self._check_fitted()
+        return self.input_shape_ if self.components_ is None else (self.n_components_,)
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
         return self.fit(X).transform(X)
@@ -136,6 +151,7 @@ class Preprocessor:
             arrays["explained_variance_ratio"] = self.explained_variance_ratio_
         meta = {"zscore": self.zscore, "pca_components": self.pca_components,
                 "seed": self.seed, "svd_solver": self.svd_solver, "n_iter": self.n_iter,
+                "input_shape": list(self.input_shape_),
                 "n_features_in": self.n_features_in_, "n_components": self.n_components_,
                 "n_samples_fit": self.n_samples_fit_}
         return arrays, meta
@@ -155,6 +171,9 @@ class Preprocessor:
         self.explained_variance_ratio_ = (None if evr is None
                                           else np.asarray(evr, dtype=np.float64))
         self.n_features_in_ = int(meta["n_features_in"])
+        # checkpoints written before shaped inputs existed hold flat voxel vectors
+        self.input_shape_ = tuple(int(s) for s in meta.get("input_shape",
+                                                           [self.n_features_in_]))
         self.n_components_ = int(meta["n_components"])
         self.n_samples_fit_ = int(meta["n_samples_fit"])
         return self

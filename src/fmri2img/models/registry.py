@@ -1,55 +1,94 @@
-"""Decoders by name. A module registers its class with ``@register``; ``MODULES`` lists
-the modules that hold decoders so that looking a name up imports them (torch is only
-imported when a torch decoder is asked for)."""
+"""Models by name: one registry of decoders, one of adapters, both built and restored the
+same way.
+
+A module registers its class with ``@decoders.register`` (or ``@adapters.register``);
+``modules`` names where the package's own models live, so that looking a name up imports
+only that module (torch is loaded only when a torch model is asked for). Models defined
+elsewhere (a user's own decoder, an EEG backbone) register the same way and are then
+found, built, saved and loaded like the package's.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from fmri2img.models.base import Decoder
+from fmri2img.models.base import MODEL_PREFIX, Decoder, as_shape, prefixed
 
-# name -> module that defines (and registers) it
-MODULES: dict[str, str] = {
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Classes of one model family by ``name``; every class is built as
+    ``cls(input_shape, n_outputs, cls.Config(**options))``."""
+
+    def __init__(self, kind: str, modules: dict[str, str]) -> None:
+        self.kind = kind
+        self.modules = dict(modules)  # name -> module that defines (and registers) it
+        self._classes: dict[str, type[T]] = {}
+
+    def register(self, cls: type[T]) -> type[T]:
+        name = cls.name  # type: ignore[attr-defined]
+        if name in self._classes and self._classes[name] is not cls:
+            raise ValueError(f"{self.kind} name {name!r} registered twice")
+        self._classes[name] = cls
+        return cls
+
+    def available(self) -> list[str]:
+        return sorted(set(self.modules) | set(self._classes))
+
+    def check_name(self, name: str) -> str:
+        """``name`` if it is registered; for config validators, a ValueError naming the
+        choices otherwise."""
+        if name not in self.available():
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {self.available()}")
+        return name
+
+    def get(self, name: str) -> type[T]:
+        if name not in self._classes:
+            if name not in self.modules:
+                raise KeyError(f"unknown {self.kind} {name!r}; available: "
+                               f"{', '.join(self.available())}")
+            importlib.import_module(self.modules[name])
+            if name not in self._classes:
+                raise RuntimeError(f"{self.modules[name]} did not register a {self.kind} "
+                                   f"named {name!r}")
+        return self._classes[name]
+
+    def config(self, name: str, options: dict[str, Any] | None = None) -> Any:
+        """``name``'s validated options (unknown keys rejected)."""
+        cls = self.get(name)
+        try:
+            return cls.Config(**(options or {}))  # type: ignore[attr-defined]
+        except ValidationError as exc:
+            raise ValueError(f"invalid options for {self.kind} {name!r}:\n{exc}") from exc
+
+    def build(self, name: str, input_shape: int | Sequence[int], n_outputs: int,
+              config: dict[str, Any] | None = None) -> T:
+        """A new, unfitted model; ``config`` is validated (unknown keys rejected)."""
+        cls = self.get(name)
+        return cls(as_shape(input_shape), int(n_outputs), self.config(name, config))  # type: ignore[call-arg]
+
+    def from_entries(self, arrays: dict[str, Any], meta: dict[str, Any],
+                     prefix: str = MODEL_PREFIX) -> T:
+        """The model :func:`fmri2img.models.base.model_entries` stored."""
+        cls = self.get(meta["model_type"])
+        config = cls.Config(**meta["model_config"])  # type: ignore[attr-defined]
+        return cls.from_state(as_shape(meta["input_shape"]), int(meta["n_outputs"]),  # type: ignore[attr-defined]
+                              config, prefixed(arrays, prefix), meta["model_meta"])
+
+
+decoders: Registry[Decoder] = Registry("decoder", {
     "ridge": "fmri2img.models.ridge",
     "mlp": "fmri2img.models.mlp",
     "two_stage": "fmri2img.models.two_stage",
     "contrastive_mlp": "fmri2img.models.contrastive_mlp",
-}
+})
 
-_REGISTRY: dict[str, type[Decoder]] = {}
-
-
-def register(cls: type[Decoder]) -> type[Decoder]:
-    name = cls.name
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ValueError(f"decoder name {name!r} registered twice")
-    _REGISTRY[name] = cls
-    return cls
-
-
-def available() -> list[str]:
-    return sorted(MODULES)
-
-
-def get(name: str) -> type[Decoder]:
-    if name not in MODULES:
-        raise KeyError(f"unknown decoder {name!r}; available: {', '.join(available())}")
-    if name not in _REGISTRY:
-        importlib.import_module(MODULES[name])
-    if name not in _REGISTRY:
-        raise RuntimeError(f"{MODULES[name]} did not register a decoder named {name!r}")
-    return _REGISTRY[name]
-
-
-def build(name: str, n_inputs: int, n_outputs: int,
-          config: dict[str, Any] | None = None) -> Decoder:
-    """A new, unfitted decoder; ``config`` is validated (unknown keys rejected)."""
-    cls = get(name)
-    try:
-        cfg = cls.Config(**(config or {}))
-    except ValidationError as exc:
-        raise ValueError(f"invalid options for decoder {name!r}:\n{exc}") from exc
-    return cls(n_inputs, n_outputs, cfg)
+adapters: Registry[Any] = Registry("adapter", {
+    "linear": "fmri2img.models.adapters",
+    "mlp": "fmri2img.models.adapters",
+})

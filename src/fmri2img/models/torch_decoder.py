@@ -1,14 +1,16 @@
 """Shared machinery of the torch decoders (``mlp``, ``two_stage``, ``contrastive_mlp``).
 
-A subclass only says how to build its network (``_build_body``); fitting (validation
-split, loss, the training loop), prediction and persistence live here. Inputs are expected
-to be preprocessed already (z-scored and usually PCA-reduced, see
+A subclass only says how to build its network (``_build_body``, mapping
+``(batch, *input_shape)`` to ``(batch, n_outputs)``); fitting (validation split, loss, the
+training loop), prediction, fine-tuning and persistence live here. Inputs are expected to
+be preprocessed already (z-scored and usually PCA-reduced, see
 :mod:`fmri2img.models.preprocess`); the decoders do not rescale them.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import logging
 import math
 from typing import Any, ClassVar, Literal
@@ -19,15 +21,13 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from fmri2img.data.splits import grouped_holdout
 from fmri2img.devices import check_device_name, resolve_device
-from fmri2img.models.base import Decoder, DecoderConfig
+from fmri2img.models.base import Decoder, DecoderConfig, FitReport, Shape
+from fmri2img.training.config import TrainerConfig
 from fmri2img.training.losses import LossFn, get_loss, symmetric_infonce
 from fmri2img.training.seeding import seed_everything
-from fmri2img.training.trainer import (
-    TrainerConfig,
-    grouped_holdout,
-    train,
-)
+from fmri2img.training.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,11 @@ class DecoderNetwork(nn.Module):
     """
 
     def __init__(self, body: nn.Module, normalize: bool, temperature: float,
-                 learn_temperature: bool):
+                 learn_temperature: bool, flatten: bool = True):
         super().__init__()
         self.body = body
         self.normalize = normalize
+        self.flatten = flatten
         log_t = torch.tensor(math.log(temperature), dtype=torch.float32)
         if learn_temperature:
             self.log_temperature = nn.Parameter(log_t)
@@ -85,7 +86,7 @@ class DecoderNetwork(nn.Module):
             self.register_buffer("log_temperature", log_t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
+        y = self.body(x.flatten(1) if self.flatten else x)
         return F.normalize(y, dim=-1) if self.normalize else y
 
     def temperature(self) -> torch.Tensor:
@@ -97,19 +98,23 @@ class TorchDecoder(Decoder):
 
     Config: ClassVar[type[DecoderConfig]] = TorchDecoderConfig
     normalize_output: ClassVar[bool] = False
+    # True: the body sees each sample flattened to n_inputs values (MLPs); False: it gets
+    # (batch, *input_shape) as it is (convolutional or sequence backbones)
+    flat_inputs: ClassVar[bool] = True
 
     config: TorchDecoderConfig
 
     # -- to implement -----------------------------------------------------------------------
     @abc.abstractmethod
     def _build_body(self) -> nn.Module:
-        """Network mapping (batch, n_inputs) to (batch, n_outputs)."""
+        """Network mapping (batch, n_inputs), or (batch, *input_shape) when not
+        ``flat_inputs``, to (batch, n_outputs)."""
 
     # -- building -------------------------------------------------------------------------
     def _build_network(self) -> DecoderNetwork:
         cfg = self.config
         return DecoderNetwork(self._build_body(), self.normalize_output, cfg.temperature,
-                              cfg.learn_temperature)
+                              cfg.learn_temperature, flatten=self.flat_inputs)
 
     def _loss(self, net: DecoderNetwork) -> LossFn:
         cfg = self.config
@@ -182,6 +187,10 @@ class TorchDecoder(Decoder):
                     result.epochs_run, result.best_epoch, result.best_val_loss, result.seconds)
         return self
 
+    def fit_report(self) -> FitReport:
+        """The per-epoch training history of the last fit."""
+        return FitReport(history=list(getattr(self, "history_", [])))
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         net = self._fitted()
         X = self._check_X(X)
@@ -194,13 +203,26 @@ class TorchDecoder(Decoder):
                 out[start:start + xb.shape[0]] = net(xb).float().cpu().numpy()
         return out
 
+    # -- fine-tuning ----------------------------------------------------------------------
+    def trainable_module(self) -> nn.Module:
+        """A copy of the fitted network on the CPU, in training mode."""
+        net = copy.deepcopy(self._fitted()).cpu()
+        net.train()
+        return net
+
+    def with_module(self, module: nn.Module) -> TorchDecoder:
+        _, meta = self.state()
+        arrays = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+        return type(self).from_state(self.input_shape, self.n_outputs, self.config, arrays,
+                                     meta)
+
     # -- persistence ----------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         net = self._fitted()
         arrays = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
         meta = {
             "decoder": self.name,
-            "n_inputs": self.n_inputs,
+            "input_shape": list(self.input_shape),
             "n_outputs": self.n_outputs,
             "config": self.config.resolved(),
             "training": self.training_,
@@ -210,10 +232,10 @@ class TorchDecoder(Decoder):
 
     @classmethod
     def from_state(
-        cls, n_inputs: int, n_outputs: int, config: DecoderConfig,
+        cls, input_shape: Shape, n_outputs: int, config: DecoderConfig,
         arrays: dict[str, np.ndarray], meta: dict[str, Any],
     ) -> TorchDecoder:
-        self = cls(n_inputs, n_outputs, config)
+        self = cls(input_shape, n_outputs, config)
         net = self._build_network()
         try:
             net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

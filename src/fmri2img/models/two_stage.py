@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from fmri2img.models.base import DecoderConfig
-from fmri2img.models.registry import register
+from fmri2img.models.registry import decoders
 from fmri2img.models.torch_decoder import TorchDecoder, TorchDecoderConfig
 
 
@@ -59,7 +59,7 @@ class TwoStageNet(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
-@register
+@decoders.register
 class TwoStageDecoder(TorchDecoder):
     name = "two_stage"
     Config: ClassVar[type[DecoderConfig]] = TwoStageConfig

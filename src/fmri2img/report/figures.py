@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
-from fmri2img.atomic import atomic_path
+from fmri2img.io.atomic import atomic_path
 
 
-def _pyplot():
-    import matplotlib
-
+def pyplot():  # the matplotlib.pyplot module
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed); the
+    backend must be chosen before pyplot is first imported, hence the late import."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -21,7 +22,7 @@ def _pyplot():
 
 def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Write ``stem.<fmt>`` for each format atomically and close the figure."""
-    plt = _pyplot()
+    plt = pyplot()
     stem = Path(stem)
     out = []
     for fmt in formats:
@@ -35,7 +36,7 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) 
 
 def loss_curve(history: Sequence[dict], stem: str | Path, title: str = "") -> list[Path]:
     """Training and validation loss per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
@@ -52,7 +53,7 @@ def loss_curve(history: Sequence[dict], stem: str | Path, title: str = "") -> li
 def similarity_distributions(matched: np.ndarray, unmatched: np.ndarray, stem: str | Path,
                              title: str = "", xlabel: str = "cosine similarity") -> list[Path]:
     """Histograms of prediction-target similarity for true pairs vs all other pairs."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     bins = np.linspace(min(matched.min(), unmatched.min()), max(matched.max(), unmatched.max()),
                        40)
@@ -73,7 +74,7 @@ def retrieval_examples(stimuli: np.ndarray, similarity: np.ndarray, stem: str | 
     ``stimuli`` is (n, H, W[, 3]) images of the gallery, ``similarity`` (n, n) prediction x
     gallery with row i's true stimulus at column i.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = min(n_rows, len(stimuli))
     fig, axes = plt.subplots(n, top_k + 1, figsize=(1.3 * (top_k + 1), 1.3 * n), squeeze=False)
     cmap = "gray" if stimuli.ndim == 3 else None

@@ -2,7 +2,7 @@
 
 One row per unique stimulus of the index (see :mod:`fmri2img.targets.images` for where the
 pictures and captions come from), written atomically in the format of
-:mod:`fmri2img.targets.table`. The table's metadata records what made it: the embedder
+:mod:`fmri2img.io.embedding_table`. The table's metadata records what made it: the embedder
 spec, model id, preprocessing and dimension, the stimulus list, fingerprints of the index,
 of the image files and of the local model files, and the software versions.
 
@@ -41,18 +41,17 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator
 
 from fmri2img.config import StrictModel
-from fmri2img.data.checksum import BackgroundHasher, fingerprint_matches
-from fmri2img.devices import DEVICE_RE
+from fmri2img.devices import check_device_name
 from fmri2img.errors import DataError
+from fmri2img.io.checksum import BackgroundHasher, fingerprint_matches
+from fmri2img.io.embedding_table import read_embedding_table, write_embedding_table
 from fmri2img.progress import progress
 from fmri2img.targets.embedders import Embedder, make_embedder, parse_spec
 from fmri2img.targets.images import IndexStimuli, Stimulus, index_stimuli
-from fmri2img.targets.table import read_embedding_table, write_embedding_table
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_DEVICE_CHOICES = "cpu, cuda, cuda:N or mps"
 _BACKEND_PACKAGES = {
     "open_clip": ("open_clip_torch", "torchvision"),
     "transformers": ("transformers", "tokenizers"),
@@ -64,30 +63,29 @@ _BACKEND_PACKAGES = {
 class EmbedConfig(StrictModel):
     """Options of ``fmri2img embed-images`` (``kind="image"``) and ``embed-captions``."""
 
-    index: Path
-    embedder: str
-    output: Path
+    index: Path = Field(description="trial index whose stimuli are embedded")
+    embedder: str = Field(description="open_clip:ARCH:PRETRAINED, hf-clip:NAME_OR_DIR, "
+                                      "effnet-lite0, minilm, st:NAME_OR_DIR")
+    output: Path = Field(description="the embedding table to write (.parquet)")
     kind: Literal["image", "text"] = "image"
     batch_size: int = Field(32, ge=1)
-    device: str = "cpu"
-    normalize: bool = False  # L2-normalise every vector
-    conceptual: Literal["auto", "text", "skip"] = "auto"  # image tables: word-only targets
-    captions: Path | None = None  # explicit caption file, overrides the discovered ones
-    reuse: bool = True  # reuse an up-to-date output
-    rehash: bool = False  # re-hash sources even when size and mtime are unchanged
+    device: str = Field("cpu", description="cpu, cuda, cuda:N")
+    normalize: bool = Field(False, description="L2-normalise the embeddings")
+    conceptual: Literal["auto", "text", "skip"] = Field(
+        "auto", description="targets without an image (NSD-Imagery set C): embed their word "
+                            "with a text tower (auto/text) or leave them out")
+    captions: Path | None = Field(None, description="caption file (Parquet/CSV, or .npy by "
+                                                    "stimulus_id)")
+    reuse: bool = Field(True, description="reuse an up-to-date table")
+    rehash: bool = Field(False, description="re-hash the sources instead of trusting size "
+                                            "and mtime")
+
+    _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
 
     @field_validator("embedder")
     @classmethod
     def _spec(cls, v: str) -> str:
         return parse_spec(v)[1]
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        text = v.strip().lower()
-        if not DEVICE_RE.match(text):  # availability is checked when the model is loaded
-            raise ValueError(f"unknown device {v!r}: expected {_DEVICE_CHOICES}")
-        return text
 
 
 @dataclass

@@ -11,8 +11,9 @@ Modules: ``config`` (all parameters, presets), ``design`` (NSD trial design, beh
 truth files and loader), ``pipeline`` (``simulate``).
 """
 
-from fmri2img.data.simulate.config import PRESETS, SimulationConfig
+from fmri2img.data.simulate.config import PRESETS, SimulateOptions, SimulationConfig
 from fmri2img.data.simulate.pipeline import simulate
 from fmri2img.data.simulate.truth import GroundTruth, load_ground_truth
 
-__all__ = ["PRESETS", "GroundTruth", "SimulationConfig", "load_ground_truth", "simulate"]
+__all__ = ["PRESETS", "GroundTruth", "SimulateOptions", "SimulationConfig", "load_ground_truth",
+           "simulate"]

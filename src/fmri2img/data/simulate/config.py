@@ -8,10 +8,12 @@ width; volumes in voxels of 1.8 mm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fmri2img.config import StrictModel
 from fmri2img.data.nsd_layout import SUBJECTS, TRIALS_PER_SESSION
 
 Scale = Literal["small", "default", "nsd"]
@@ -396,3 +398,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "use_real_session_counts": True,
     },
 }
+
+
+class SimulateOptions(StrictModel):
+    """Options of ``fmri2img simulate``: a preset (``scale``) and what to vary in it."""
+
+    out: Path = Field(description="output folder (an NSD root)")
+    scale: Scale = Field("default", description="preset size")
+    seed: int = Field(0, ge=0)
+    null: bool = Field(False, description="imagery statistically identical to perception "
+                                          "(false-positive checks)")
+    subjects: list[int] | None = Field(None, description="subset of 1 2 5 7")
+    sessions: int | None = Field(None, ge=1,
+                                 description="sessions per subject (default: the scale's)")
+    formats: list[Format] | None = Field(None, description="beta file formats")
+    images: bool = Field(True, description="render the stimulus images")
+
+    def simulation(self) -> SimulationConfig:
+        kwargs: dict[str, Any] = {"seed": self.seed, "null": self.null,
+                                  "write_images": self.images}
+        if self.subjects:
+            kwargs["subjects"] = tuple(self.subjects)
+        if self.sessions:
+            kwargs["n_sessions"] = self.sessions
+        if self.formats:
+            kwargs["formats"] = tuple(self.formats)
+        return SimulationConfig.from_scale(self.scale, **kwargs)

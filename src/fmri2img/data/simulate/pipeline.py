@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fmri2img.atomic import write_json, write_yaml
 from fmri2img.data.keys import imagery_key, nsd_key
 from fmri2img.data.nsd_layout import (
     IMAGERY_N_BETAS,
@@ -74,7 +75,8 @@ from fmri2img.data.simulate.writers import (
     write_table,
 )
 from fmri2img.errors import DataError
-from fmri2img.targets.table import write_embedding_table
+from fmri2img.io.atomic import write_json, write_yaml
+from fmri2img.io.embedding_table import write_embedding_table
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +92,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         yield (bar, bar.add_task("simulating sessions", total=total))

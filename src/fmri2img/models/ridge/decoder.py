@@ -2,7 +2,7 @@
 
 Ridge is the baseline every fMRI decoding paper reports, and with ~10k trials and ~16k
 voxels it is also the decoder whose fitting time matters most, so this is our own solver
-(:mod:`fmri2img.models.ridge_solvers`) rather than a wrapper: the folds are grouped by
+(:mod:`.cv`) rather than a wrapper: the folds are grouped by
 stimulus (repetitions of an image never straddle train and validation, which would leak
 the image into its own validation score), every alpha is scored from shared
 factorisations, and the refit on all rows comes out of the same computation.
@@ -11,19 +11,21 @@ factorisations, and the refit on all rows comes out of the same computation.
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from fmri2img.models import ridge_solvers
-from fmri2img.models.base import Decoder, DecoderConfig
-from fmri2img.models.registry import register
+from fmri2img.data.splits import grouped_folds
+from fmri2img.devices import check_device_name
+from fmri2img.models.base import Decoder, DecoderConfig, FitReport, Shape
+from fmri2img.models.registry import decoders
+from fmri2img.models.ridge.cv import ridge_cv
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
-
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
 def default_alphas() -> list[float]:
@@ -55,12 +57,7 @@ class RidgeConfig(DecoderConfig):
             raise ValueError(f"alphas must be finite and positive, got {v}")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not _DEVICE.match(v):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
-        return v
+    _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
 
     @model_validator(mode="after")
     def _numpy_on_cpu(self) -> RidgeConfig:
@@ -69,7 +66,7 @@ class RidgeConfig(DecoderConfig):
         return self
 
 
-@register
+@decoders.register
 class Ridge(Decoder):
     """Ridge regression with per-target (or shared) alpha chosen by grouped K-fold CV.
 
@@ -79,9 +76,10 @@ class Ridge(Decoder):
     cheaper), ``scoring`` ("r2" or "neg_mse"), ``dtype``, ``backend`` ("numpy" or
     "torch"), ``device`` (torch only) and ``seed`` (fold assignment).
 
-    Fitted attributes: ``coef_`` (n_inputs, n_outputs), ``intercept_`` (n_outputs,),
-    ``alpha_`` (n_outputs,), ``cv_scores_`` (n_alphas, n_outputs; the mean over folds of
-    each fold's validation score) and ``fit_info_`` (solver used, timings, flop estimate).
+    Inputs of any shape are read as flat rows of ``n_inputs`` values. Fitted attributes:
+    ``coef_`` (n_inputs, n_outputs), ``intercept_`` (n_outputs,), ``alpha_`` (n_outputs,),
+    ``cv_scores_`` (n_alphas, n_outputs; the mean over folds of each fold's validation
+    score) and ``fit_info_`` (solver used, timings, flop estimate).
     """
 
     name = "ridge"
@@ -106,7 +104,7 @@ class Ridge(Decoder):
         """
         cfg = self.config
         X, Y = self._check_XY(X, Y)
-        X = _as_float(X, "X")
+        X = _as_float(X.reshape(X.shape[0], -1), "X")
         Y = _as_float(Y, "Y")
         n = X.shape[0]
         # A NaN or infinity anywhere in X makes its column's sum non-finite: one cheap pass
@@ -117,8 +115,8 @@ class Ridge(Decoder):
             raise ValueError("Y contains NaN or infinite values")
         if X_val is not None or Y_val is not None:
             log.debug("ridge: X_val/Y_val ignored; alphas are chosen by grouped CV")
-        folds = ridge_solvers.grouped_folds(groups, n, cfg.n_folds, cfg.seed)
-        result = ridge_solvers.ridge_cv(
+        folds = grouped_folds(groups, n, cfg.n_folds, cfg.seed)
+        result = ridge_cv(
             X, Y, folds, np.asarray(cfg.alphas, dtype=np.float64),
             alpha_per_target=cfg.alpha_per_target, fit_intercept=cfg.fit_intercept,
             solver=cfg.solver, factorization=cfg.factorization, scoring=cfg.scoring,
@@ -137,9 +135,41 @@ class Ridge(Decoder):
         """``X @ coef_ + intercept_`` as float32 (computed in the fitted dtype)."""
         if not hasattr(self, "coef_"):
             raise RuntimeError("Ridge.predict called before fit")
-        X = _as_float(self._check_X(X), "X")
-        X = X.astype(self.coef_.dtype, copy=False)
+        X = self._check_X(X)
+        X = _as_float(X.reshape(X.shape[0], -1), "X").astype(self.coef_.dtype, copy=False)
         return (X @ self.coef_ + self.intercept_).astype(np.float32, copy=False)
+
+    def fit_report(self) -> FitReport:
+        """The alphas grouped CV chose (median and range over targets)."""
+        if not hasattr(self, "alpha_"):
+            return FitReport()
+        alpha = np.atleast_1d(np.asarray(self.alpha_, dtype=float))
+        return FitReport(chosen={"alpha_median": float(np.median(alpha)),
+                                 "alpha_min": float(alpha.min()),
+                                 "alpha_max": float(alpha.max())})
+
+    # -- fine-tuning ----------------------------------------------------------------------
+    def trainable_module(self) -> nn.Module:
+        """An ``nn.Linear`` holding the coefficients (``predict`` is ``X @ coef_ + b``)."""
+        import torch  # only fine-tuning needs torch; fitting and prediction are numpy
+        from torch import nn
+
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("Ridge.trainable_module called before fit")
+        layer = nn.Linear(self.n_inputs, self.n_outputs)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(np.asarray(self.coef_, np.float32).T))
+            layer.bias.copy_(torch.from_numpy(np.asarray(self.intercept_, np.float32)))
+        return layer
+
+    def with_module(self, module: nn.Module) -> Ridge:
+        arrays, meta = self.state()
+        dtype = np.asarray(arrays["coef"]).dtype
+        arrays = dict(arrays)
+        arrays["coef"] = module.weight.detach().cpu().numpy().T.astype(dtype)
+        arrays["intercept"] = module.bias.detach().cpu().numpy().astype(dtype)
+        return type(self).from_state(self.input_shape, self.n_outputs, self.config, arrays,
+                                     meta)
 
     # -- persistence ----------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -153,12 +183,13 @@ class Ridge(Decoder):
 
     @classmethod
     def from_state(
-        cls, n_inputs: int, n_outputs: int, config: DecoderConfig,
+        cls, input_shape: Shape, n_outputs: int, config: DecoderConfig,
         arrays: dict[str, np.ndarray], meta: dict[str, Any],
     ) -> Ridge:
         if not isinstance(config, RidgeConfig):
             config = RidgeConfig(**config.model_dump())
-        self = cls(n_inputs, n_outputs, config)
+        self = cls(input_shape, n_outputs, config)
+        n_inputs = self.n_inputs
         missing = {"coef", "intercept", "alpha", "cv_scores"} - set(arrays)
         if missing:
             raise ValueError(f"ridge state lacks arrays {sorted(missing)}")

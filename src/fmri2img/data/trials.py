@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from fmri2img.data.cache import BetaCache
-from fmri2img.data.checksum import file_checksum
 from fmri2img.data.index import read_index
 from fmri2img.errors import DataError
-from fmri2img.targets.table import read_embedding_table
+from fmri2img.io.checksum import file_checksum
+from fmri2img.io.embedding_table import read_embedding_table
 
 
 @dataclass
@@ -138,7 +138,7 @@ def average_by_stimulus(rows: pd.DataFrame, X: np.ndarray,
     order = np.argsort(keys, kind="stable")
     uniq, start = np.unique(keys[order], return_index=True)
     bounds = [*start.tolist(), len(order)]
-    out = np.empty((len(uniq), X.shape[1]), dtype=np.float32)
+    out = np.empty((len(uniq), *X.shape[1:]), dtype=np.float32)
     counts = np.empty(len(uniq), dtype=np.int64)
     for i in range(len(uniq)):
         members = order[bounds[i]: bounds[i + 1]]
@@ -171,7 +171,7 @@ def subset_averages(keys: np.ndarray, X: np.ndarray, n_per_key: int,
     """
     keys = np.asarray(keys)
     uniq = np.unique(keys)
-    out = np.empty((len(uniq) * n_per_key, X.shape[1]), dtype=np.float32)
+    out = np.empty((len(uniq) * n_per_key, *X.shape[1:]), dtype=np.float32)
     out_keys = np.repeat(uniq, n_per_key)
     i = 0
     for key in uniq:

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from fmri2img.atomic import atomic_path
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import atomic_path
 
 FORMAT = "fmri2img.checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
-    import torch
-
     path = Path(path)
     out = {}
     for name, value in tensors.items():
@@ -41,8 +40,6 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Any], meta: dict[str, A
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, metadata) of a checkpoint written by :func:`save_checkpoint`."""
-    import torch
-
     path = Path(path)
     if not path.exists():
         raise DataError("checkpoint not found", path)

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fmri2img.atomic import atomic_path
 from fmri2img.errors import DataError
+from fmri2img.io.atomic import atomic_path
 
 META_KEY = b"fmri2img.embedding"
 

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from fmri2img.atomic import write_json
-from fmri2img.data.checksum import fingerprint, fingerprint_matches
+from fmri2img.io.atomic import write_json
+from fmri2img.io.checksum import fingerprint, fingerprint_matches
 
 INPUTS = "inputs.json"
 T = TypeVar("T")

@@ -1,0 +1,48 @@
+"""Options shared by everything trained by gradient on one imagery protocol fold (adapters,
+fine-tuning), and the trainer settings and loss they imply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from fmri2img.config import StrictModel
+from fmri2img.data.splits import Protocol
+from fmri2img.devices import check_device_name
+from fmri2img.training.losses import LossFn, get_loss
+from fmri2img.training.trainer import TrainerConfig
+
+
+class FoldTrainingOptions(StrictModel):
+    """Options shared by everything trained by gradient on one protocol fold."""
+
+    epochs: int = Field(100, ge=1, description="maximum epochs")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay (matrices only)")
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
+    early_stop_patience: int | None = Field(
+        10, ge=1, description="epochs without validation improvement before stopping")
+    protocol: Protocol = Field("leave-targets-out", description="imagery protocol of the folds")
+    n_folds: int = Field(6, ge=2, description="folds of the protocol")
+    fold: int = Field(0, ge=0, description="the fold to train (0-based)")
+    data_fraction: float = Field(1.0, gt=0, le=1,
+                                 description="share of the fold's imagery training trials")
+    n_averages: int = Field(32, ge=1, description="repetition averages per target")
+    seed: int = 0
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or mps")
+
+    _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
+
+    def trainer_config(self, checkpoint_dir: Path, description: str) -> TrainerConfig:
+        """The training loop's settings; its resume state lives in ``checkpoint_dir``."""
+        return TrainerConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             weight_decay=self.weight_decay,
+                             early_stop_patience=self.early_stop_patience, seed=self.seed,
+                             device=self.device, checkpoint_dir=checkpoint_dir,
+                             description=description)
+
+    def loss_fn(self) -> LossFn:
+        return get_loss(self.loss)

@@ -64,7 +64,7 @@ TABLE_METRICS = ("cosine", "two_way", "retrieval_top1")
 
 # ----------------------------------------------------------------------------- methods
 @dataclass(frozen=True)
-class Fold:
+class FoldPlan:
     """Where one fold of one cell reads and writes."""
 
     cfg: AblationConfig
@@ -98,12 +98,12 @@ class Strategy:
 
     name: str
     command: str | None = None  # None: nothing is trained (the decoder is used as it is)
-    config: Callable[[Fold, dict[str, Any]], StrictModel] | None = None
+    config: Callable[[FoldPlan, dict[str, Any]], StrictModel] | None = None
     run: Callable[[Any], dict[str, Any]] | None = None
     learned: Callable[[Any, dict[str, Any]], Learned] | None = None
 
 
-def _adapter_config(f: Fold, options: dict[str, Any]) -> AdapterTrainConfig:
+def _adapter_config(f: FoldPlan, options: dict[str, Any]) -> AdapterTrainConfig:
     return AdapterTrainConfig(
         index=f.index, checkpoint=f.checkpoint, targets=f.cfg.targets,
         output_dir=f.folder("adapters"), model_type=f.cfg.model_type, epochs=f.cfg.epochs,
@@ -111,14 +111,14 @@ def _adapter_config(f: Fold, options: dict[str, Any]) -> AdapterTrainConfig:
         seed=f.cfg.seed, **options)
 
 
-def _finetune_config(f: Fold, options: dict[str, Any]) -> FinetuneConfig:
+def _finetune_config(f: FoldPlan, options: dict[str, Any]) -> FinetuneConfig:
     return FinetuneConfig(
         index=f.index, checkpoint=f.checkpoint, targets=f.cfg.targets,
         output_dir=f.folder("finetuned"), epochs=f.cfg.epochs, protocol=f.cfg.protocol,
         n_folds=f.n_folds, fold=f.fold, data_fraction=f.fraction, seed=f.cfg.seed, **options)
 
 
-def _retrain_config(f: Fold, options: dict[str, Any]) -> TrainConfig:
+def _retrain_config(f: FoldPlan, options: dict[str, Any]) -> TrainConfig:
     """The perception decoder's own training, on perception and/or imagery trials."""
     if f.perception_index is None:
         raise DataError(f"{f.name} needs the perception index (--perception-index)", f.index)
@@ -288,8 +288,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     train_seconds, n_params = 0.0, None
     if m.strategy.command is not None:
         for k in range(n_folds):
-            fold = Fold(cfg, subj, name, index, checkpoint, p_index, k, n_folds, frac)
-            fcfg = m.strategy.config(fold, m.options)
+            plan = FoldPlan(cfg, subj, name, index, checkpoint, p_index, k, n_folds, frac)
+            fcfg = m.strategy.config(plan, m.options)
             learned = m.strategy.learned(fcfg, run_once(fcfg, "train_summary.json",
                                                         m.strategy.run))
             decoders += [learned.decoder] if learned.decoder is not None else []

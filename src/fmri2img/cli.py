@@ -30,7 +30,7 @@ from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
 from fmri2img.experiments.study import StudyConfig, run_study
 from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
-from fmri2img.flags import add_fields, config_from_args, given
+from fmri2img.flags import add_fields, config_from_args, flag, given
 from fmri2img.models import registry
 from fmri2img.report.console import print_summary
 from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index
@@ -52,8 +52,8 @@ def _only(args: argparse.Namespace, chosen: type[BaseModel], other: type[BaseMod
     """Refuse options of ``other`` that ``chosen`` does not take."""
     extra = sorted(set(given(args, other)) - set(chosen.model_fields))
     if extra:
-        flags = ", ".join("--" + e.replace("_", "-") for e in extra)
-        raise DataError(f"{flags}: not an option of {source}")
+        names = ", ".join(flag(e, other.model_fields[e]) for e in extra)
+        raise DataError(f"{names}: not an option of {source}")
 
 
 def cmd_build_index(args: argparse.Namespace) -> None:

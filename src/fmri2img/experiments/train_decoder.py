@@ -45,8 +45,7 @@ class TrainConfig(StrictModel):
     zscore: bool = Field(True, description="z-score each voxel over the training rows")
     pca: int | None = Field(
         None, ge=1, description="PCA components on z-scored voxels, fitted on training "
-                                "trials (e.g. 512); none: no PCA",
-        json_schema_extra={"cli": {"nargs": "?", "const": 512}})
+                                "trials (e.g. 512); none: no PCA")
     domains: list[str] = Field(default_factory=lambda: ["perception"],
                                description="trial domains of the index to train on")
     perception: bool = Field(True, description="train on the index's perception trials; "
@@ -69,6 +68,8 @@ class TrainConfig(StrictModel):
     def _imagery(self) -> TrainConfig:
         if not self.perception and self.imagery_index is None:
             raise ValueError("perception off needs imagery_index (an imagery-only decoder)")
+        if self.fold >= self.n_folds:
+            raise ValueError(f"fold {self.fold} does not exist with n_folds {self.n_folds}")
         return self
 
     def decoder_options(self) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
             "n_rows": n_rows,
             "n_perception_rows": len(rows),
             "n_stimuli": int(rows["stimulus"].nunique()),
-            "n_val_rows": len(val_rows),
+            "n_val_rows": n_val,
             "fit_seconds": round(fit_s, 3),
         },
         "config": cfg.resolved(),

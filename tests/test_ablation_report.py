@@ -46,7 +46,10 @@ def _row(rng: np.random.Generator, subject: str, method: str, strategy: str,
         "perception": None if no_perception else {
             "cosine": _metric(rng, 0.3, 0.9), "two_way": _metric(rng, 0.6, 1.0),
             "retrieval_top1": _metric(rng, 0.2, 0.7)},
-        "vs_direct": None if strategy in ("direct", "imagery_only") else {
+        "primary": "two_way",
+        "mean_shift": method == "adapter_mlp" and subject == "subj01",
+        "cosine_below": ["mean_target"] if strategy == "imagery_only" else [],
+        "gain": None if strategy in ("direct", "imagery_only") else {
             "mean_difference": float(rng.uniform(-0.1, 0.3)), "ci": [-0.05, 0.35],
             "p_value": float(rng.uniform(0, 0.2)), "cohens_dz": 0.8, "n": 12},
         "transfer_ratio": None if no_perception else _metric(rng, 0.2, 0.9),
@@ -97,15 +100,18 @@ def test_write_tables(rows: list[dict[str, Any]], tmp_path: Path) -> None:
                   & (csv["fraction"] == r["fraction"])]
         assert len(hit) == 1
         assert hit["imagery_cosine"].iloc[0] == r["imagery"]["cosine"]["value"]
-        if r["vs_direct"] is None:
+        if r["gain"] is None:
             assert np.isnan(hit["gain_p"].iloc[0])
         else:
-            assert hit["gain_p"].iloc[0] == r["vs_direct"]["p_value"]
+            assert hit["gain_p"].iloc[0] == r["gain"]["p_value"]
 
     # Markdown per-row table: header + separator + one line per row
     md = paths["results_table.md"].read_text().strip().splitlines()
     assert len(md) == len(rows) + 2
     assert "[" in md[2] and "–" in md[-1]  # CIs shown; imagery_only lacks perception
+    flagged = next(ln for ln in md if "subj01" in ln and "adapter_mlp" in ln)
+    assert "mean shift" in flagged
+    assert "cosine < mean_target" in next(ln for ln in md if "imagery_only" in ln)
 
     # LaTeX: booktabs, escaped names, one bold cell per numeric column
     tex = paths["table.tex"].read_text()
@@ -116,7 +122,7 @@ def test_write_tables(rows: list[dict[str, Any]], tmp_path: Path) -> None:
     assert len(body) == len(METHODS)
     cells = [[c.strip() for c in line.removesuffix(r"\\").split(" & ")] for line in body]
     n_numeric = 5
-    assert all(len(c) == 2 + n_numeric for c in cells)  # method, fraction, 5 metrics
+    assert all(len(c) == 3 + n_numeric for c in cells)  # method, fraction, 5 metrics, flags
     for j in range(2, 2 + n_numeric):
         assert sum(r"\textbf{" in c[j] for c in cells) == 1
     assert tex.count(r"\textbf{") == n_numeric
@@ -166,7 +172,9 @@ def test_one_subject_one_method_with_missing_metrics(tmp_path: Path) -> None:
     assert np.isnan(csv["imagery_two_way"].iloc[0])
     assert csv["n_params"].iloc[0] == row["n_params"]
     figs = write_figures([row], tmp_path / "figures")
-    assert len(figs) == 2 * len(FIGURES)
+    # per_subject_breakdown plots 2-way, missing here: skipped, not drawn empty
+    assert sorted(p.stem for p in figs) == sorted(
+        2 * [f for f in FIGURES if f != "per_subject_breakdown"])
     for p in figs:
         assert p.stat().st_size > 0
 

@@ -27,6 +27,7 @@ from fmri2img.data.nsd_layout import (
 )
 from fmri2img.data.simulate import SimulationConfig, load_ground_truth, simulate
 from fmri2img.data.simulate.anatomy import make_anatomy
+from fmri2img.data.simulate.config import PRESETS
 from fmri2img.data.simulate.design import RESPONSE_COLUMNS
 from fmri2img.data.simulate.imagery_design import (
     BEHAVIOUR_COLUMNS,
@@ -551,3 +552,35 @@ def test_deterministic(tmp_path: Path) -> None:
     with h5py.File(pa.betas_session(2, 1, "hdf5")) as fa, \
             h5py.File(NSDPaths(both).betas_session(2, 1, "hdf5")) as fb:
         assert np.array_equal(fa["betas"][:], fb["betas"][:])
+
+
+def test_simulate_options_take_every_generative_parameter(tmp_path: Path) -> None:
+    """``simulate --config FILE.yaml`` plants effects of the user's choosing: any field of
+    the simulator's config, at the top level (a simulation_config.yaml) or under
+    ``parameters``; unknown keys and bad values stop before any work."""
+    from fmri2img.cli import main
+    from fmri2img.data.simulate import SimulateOptions
+
+    saved = SimulationConfig.from_scale("small", subjects=(1,)).model_dump(mode="json")
+    saved.update(noise_sd=7.5, imagery_sem_gain=0.2, imagery_participation={
+        **saved["imagery_participation"], "early": 0.9})
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump({**saved, "out": str(tmp_path / "x")}))
+    opts = SimulateOptions.from_yaml(path)
+    cfg = opts.simulation()
+    assert cfg.noise_sd == 7.5 and cfg.imagery_sem_gain == 0.2
+    assert cfg.imagery_participation["early"] == 0.9 and cfg.subjects == (1,)
+    assert cfg.scale == "small" and cfg.n_design_sessions == 2
+    # flags given on the command line win over the file
+    assert SimulateOptions.from_yaml(path, seed=3).simulation().seed == 3
+    # the default preset is where the discriminating calibration lives
+    default = SimulateOptions(out=tmp_path / "y").simulation()
+    assert default.n_shared == 300 and default.noise_sd == PRESETS["default"]["noise_sd"]
+    over = SimulateOptions(out=tmp_path / "y", parameters={"noise_sd": 20}).simulation()
+    assert over.noise_sd == 20 and over.n_shared == 300
+    for bad in ({"bogus": 1}, {"noise_sd": "loud"}, {"n_shared": 10_000}):
+        path.write_text(yaml.safe_dump({"out": str(tmp_path / "z"), "scale": "small", **bad}))
+        assert main(["simulate", "--config", str(path)]) == 2
+        assert not (tmp_path / "z").exists()
+    assert main(["simulate", "--out", str(tmp_path / "z"), "--scale", "small",
+                 "--parameters", "bogus=1"]) == 2

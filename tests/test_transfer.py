@@ -235,16 +235,21 @@ def test_shuffled_domain_control_keeps_the_data_and_permutes_the_labels(
 
 
 def _hyp_row(subject: str, method: str, per_target: dict[str, float]) -> dict:
+    from fmri2img.experiments.ablation import CONTROL_OF, METHODS
+
     strategy = "direct" if method == "direct" else "adapter"
     return {"subject": subject, "method": method, "strategy": strategy, "fraction": 1.0,
-            "per_target_cosine": per_target,
+            "loss": "cosine", "control": METHODS[method].control,
+            "control_of": CONTROL_OF.get(method),
+            "imagery": {"cosine": {"value": float(np.mean(list(per_target.values())))}},
+            "per_target": {"cosine": per_target},
             "per_target_set": {k: k[0] for k in per_target}}
 
 
 def test_imagery_gain_needs_to_beat_the_matched_control() -> None:
     """A gain over direct transfer that the control matches is not an imagery gain; each
     adapter is judged against its own control."""
-    from fmri2img.analysis.hypotheses import adapters_summary, adapters_verdict, add_comparisons
+    from fmri2img.analysis.hypotheses import add_comparisons, methods_summary, methods_verdict
     from fmri2img.report.hypotheses_report import render
 
     rng = np.random.default_rng(0)
@@ -264,7 +269,7 @@ def test_imagery_gain_needs_to_beat_the_matched_control() -> None:
                  _hyp_row(subj, "adapter_mlp_cond_shuffled", shifted(0.10))]
     rows.append(_hyp_row("subj07", "direct", {k: 0.5 for k in keys}))
     rows.append(_hyp_row("subj07", "adapter_linear", {k: 0.6 for k in keys}))
-    summary = adapters_summary(add_comparisons(rows, n_resamples=500))
+    summary = methods_summary(add_comparisons(rows, "cosine", n_resamples=500))
     mlp, cond, linear = (summary[m] for m in ("adapter_mlp", "adapter_mlp_cond",
                                                "adapter_linear"))
     assert mlp["significant_gain_vs_direct"] == 3 and mlp["control"] == "adapter_mlp_vision"
@@ -275,16 +280,17 @@ def test_imagery_gain_needs_to_beat_the_matched_control() -> None:
     assert "role" in summary["adapter_mlp_vision"] and "role" in summary[
         "adapter_mlp_cond_shuffled"]
     assert linear["n_with_control"] == 0  # its control was not run for that subject
-    assert adapters_verdict(summary) == ("imagery gain beyond the control in most subjects: "
-                                         "adapter_mlp_cond (3/3)")
+    assert methods_verdict(summary, "cosine") == (
+        "imagery gain in cosine beyond the control in most subjects: adapter_mlp_cond "
+        "(cosine loss, 3/3)")
     no_cond = {m: v for m, v in summary.items() if m != "adapter_mlp_cond"}
-    assert adapters_verdict(no_cond).startswith("no adapter shows an imagery gain")
-    assert "adapter_mlp are matched by their controls" in adapters_verdict(no_cond)
+    assert methods_verdict(no_cond, "cosine").startswith("no method, with any loss, shows")
+    assert "adapter_mlp are matched by their controls" in methods_verdict(no_cond, "cosine")
     text = render({"H1": {"verdict": "-"}, "H2": {"verdict": "-"}, "H3": {"verdict": "-"},
-                   "adapters": summary})
-    assert f"| adapter_mlp_cond | {cond['mean_gain_vs_direct']:+.3f} | 3/3 |" in text
-    assert "| adapter_linear | +0.100 | 1/1 | 1/1 | `adapter_mlp_vision` | - | control not " \
-           "run |" in text
+                   "methods": summary, "primary_metric": "cosine"})
+    assert f"| adapter_mlp_cond | cosine | {cond['mean_gain_vs_direct']:+.3f} |" in text
+    assert "| adapter_linear | cosine | +0.100 | +0.100 | 1/1 | 1/1 | 0/1 | `adapter_mlp_vision` " \
+           "| - | control not run |" in text
 
 
 def test_finetune_and_mixed_training_record_what_they_saw(sim: dict[str, Path],
@@ -303,6 +309,36 @@ def test_finetune_and_mixed_training_record_what_they_saw(sim: dict[str, Path],
         assert not set(seen["seen_targets"]) & set(seen["test_targets"])
 
 
+def test_contrastive_loss_and_vision_controls_for_every_strategy(sim: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """``--loss infonce`` trains adapters and fine-tuning; each strategy's control trains
+    on the session's vision trials of the same fold's targets; a closed-form decoder
+    refuses a loss."""
+    common = ["--index", str(sim["subj01_imagery"]), "--checkpoint", str(sim["ckpt"]),
+              "--targets", str(sim["targets"]), "--epochs", "3", "--n-folds", "3",
+              "--fold", "1"]
+    assert main(["train-adapter", *common, "--output-dir", str(tmp_path / "ad"),
+                 "--loss", "infonce", "--temperature", "0.1"]) == 0
+    assert main(["finetune", *common, "--output-dir", str(tmp_path / "ft"),
+                 "--loss", "infonce", "--train-domain", "perception"]) == 0
+    assert main(["train", "--index", str(sim["subj01_nsd"]), "--targets", str(sim["targets"]),
+                 "--model-type", "ridge", "--output-dir", str(tmp_path / "mx"),
+                 "--imagery-index", str(sim["subj01_imagery"]), "--n-folds", "3",
+                 "--fold", "1", "--imagery-domain", "perception"]) == 0
+    ad = yaml.safe_load((tmp_path / "ad" / "config_resolved.yaml").read_text())
+    assert ad["loss"] == "infonce" and ad["temperature"] == 0.1
+    for name in ("ft", "mx"):
+        _, meta = load_checkpoint(tmp_path / name / "checkpoints" / "decoder.pt")
+        seen = meta["imagery_training"]
+        assert seen["domains"] == ["perception"]  # the session's vision trials
+        assert not set(seen["train_targets"]) & set(seen["test_targets"])
+        assert len(meta["target_mean"]) == len(seen["target_mean"])
+    assert main(["train", "--index", str(sim["subj01_nsd"]), "--targets", str(sim["targets"]),
+                 "--model-type", "ridge", "--output-dir", str(tmp_path / "bad"),
+                 "--loss", "infonce"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 # ----------------------------------------------------------------------------- ablate
 def _ablate_args(sim: dict[str, Path], out: Path) -> list[str]:
     base = sim["base"]
@@ -319,6 +355,15 @@ def _table(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "results_table.csv")
 
 
+def test_ablate_refuses_a_loss_for_a_closed_form_decoder(sim: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    args = _ablate_args(sim, tmp_path / "out")
+    at = args.index("--methods")
+    args[at + 1:at + 6] = ["direct", "mixed_infonce"]
+    assert main(args) == 2  # ridge has no loss to swap
+    assert not (tmp_path / "out").exists()
+
+
 def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "ablation"
     assert main(_ablate_args(sim, out)) == 0
@@ -328,9 +373,10 @@ def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> Non
                  "figures/per_subject_breakdown.png", "figures/retrieval_at_k.png"):
         assert (out / name).exists(), name
     table = _table(out)
-    methods = ["direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond",
-               "adapter_mlp_cond_shuffled", "mixed", "finetune"]
-    assert sorted(table["method"].unique()) == sorted(methods) and len(table) == 14
+    methods = ["direct", "adapter_linear", "adapter_mlp_vision", "adapter_mlp",
+               "adapter_mlp_cond", "adapter_mlp_cond_shuffled", "mixed", "mixed_vision",
+               "finetune", "finetune_vision", "mean_target", "mean_target_fold"]
+    assert sorted(table["method"].unique()) == sorted(methods) and len(table) == 24
     assert (out / "eval" / "adapter_mlp" / "subj01" / "imagery" / "metrics.json").exists()
     assert (out / "adapters" / "adapter_mlp" / "subj02" / "fold2").is_dir()
     # adapters leave perception untouched
@@ -345,8 +391,15 @@ def test_ablate_layout_and_verdicts(sim: dict[str, Path], tmp_path: Path) -> Non
     for key in ("H1", "H2", "H3"):
         assert hyp[key]["verdict"]
     assert hyp["H3"]["time_ratio"] is not None
-    assert hyp["adapters"]["adapter_mlp_cond"]["control"] == "adapter_mlp_cond_shuffled"
-    assert hyp["adapters"]["adapter_mlp_cond"]["n_with_control"] == 2
+    assert hyp["methods"]["adapter_mlp_cond"]["control"] == "adapter_mlp_cond_shuffled"
+    assert hyp["methods"]["adapter_mlp_cond"]["n_with_control"] == 2
+    assert hyp["methods"]["finetune"]["control"] == "finetune_vision"
+    assert hyp["primary_metric"] == "two_way"
+    # the mean-target control: identification at chance, within its CI
+    for r in json.loads((out / "metrics_all.json").read_text())["rows"]:
+        if r["method"] in ("mean_target", "mean_target_fold"):
+            tw = r["imagery"]["two_way"]
+            assert tw["ci"][0] <= 0.5 <= tw["ci"][1], r["method"]
     commands = (out / "commands.txt").read_text()
     assert "fmri2img train-adapter" in commands and "fmri2img finetune" in commands
     assert "--shuffle-domains" in commands
@@ -396,3 +449,7 @@ def test_ablate_on_dask_matches_in_process(sim: dict[str, Path], tmp_path: Path)
                       dashboard_address=None) as cluster:
         assert main([*_ablate_args(sim, out_b), "--scheduler", cluster.scheduler_address]) == 0
     pd.testing.assert_frame_equal(_table(out_b), _table(out_a))
+    # --workers: the same on a cluster of local processes that ablate starts itself
+    out_c = tmp_path / "workers"
+    assert main([*_ablate_args(sim, out_c), "--workers", "2"]) == 0
+    pd.testing.assert_frame_equal(_table(out_c), _table(out_a))

@@ -24,10 +24,11 @@ from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.simulate import SimulateOptions, simulate
 from fmri2img.data.summary import summarize_imagery, summarize_perception
 from fmri2img.errors import DataError
-from fmri2img.experiments.ablation import METHODS, AblationConfig, run_ablation
+from fmri2img.experiments.ablation import AblationConfig, run_ablation
 from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
+from fmri2img.experiments.methods import METHODS
 from fmri2img.experiments.study import StudyConfig, run_study
 from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
 from fmri2img.flags import add_fields, config_from_args, flag, given

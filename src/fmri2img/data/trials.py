@@ -119,6 +119,11 @@ class Targets:
             )
         return self.embeddings[[lookup[k] for k in keys]]
 
+    def mean(self, keys: Sequence[str]) -> list[float]:
+        """The mean embedding of the distinct ``keys`` (the mean-target control's
+        prediction; kept in checkpoints as a JSON list)."""
+        return [float(x) for x in self.rows(sorted(set(keys))).astype(np.float64).mean(axis=0)]
+
     def provenance(self) -> dict[str, Any]:
         return {"path": str(self.path.resolve()), "dim": self.dim,
                 "checksum": self.meta.get("checksum"),

@@ -64,6 +64,7 @@ __all__ = [
     "DEFAULT_POOL_SIZE",
     "TIE_TOLERANCE",
     "brain_retrieval_hits",
+    "centred_cosine_per_item",
     "chance_levels",
     "cosine_matrix",
     "cosine_per_item",
@@ -85,6 +86,32 @@ def cosine_per_item(pred: ArrayLike, target: ArrayLike) -> FloatArray:
     t = as_matrix(target, "target")
     check_paired(p, t, ("pred", "target"))
     return np.clip(np.einsum("ij,ij->i", unit_rows(p), unit_rows(t)), -1.0, 1.0)
+
+
+def centred_cosine_per_item(pred: ArrayLike, target: ArrayLike, centre: ArrayLike) -> FloatArray:
+    """Cosine of ``pred - centre`` with ``target - centre``, row by row: shape (n,).
+
+    ``centre`` is the mean of the decoder's training targets, one (d,) vector or one row
+    per prediction. Plain cosine credits any prediction near the mean target, since every
+    target shares that direction; after centring, the mean-target prediction itself
+    scores 0 (a zero vector has no direction) and only what a prediction says about its
+    own target's departure from the mean counts.
+    """
+    p = as_matrix(pred, "pred")
+    t = as_matrix(target, "target")
+    check_paired(p, t, ("pred", "target"))
+    c = np.asarray(centre, dtype=np.float64)
+    if c.ndim == 1:
+        c = c[None, :]
+    if c.ndim != 2 or c.shape[1] != p.shape[1] or c.shape[0] not in (1, p.shape[0]):
+        raise ValueError(f"centre must have shape ({p.shape[1]},) or ({p.shape[0]}, "
+                         f"{p.shape[1]}), got {np.shape(centre)}")
+    dp, dt = p - c, t - c
+    # a prediction at the centre up to rounding has no direction (score 0, not noise)
+    scale = np.linalg.norm(c, axis=1, keepdims=True)
+    for d in (dp, dt):
+        d[np.linalg.norm(d, axis=1) <= 1e-6 * scale[:, 0]] = 0.0
+    return np.clip(np.einsum("ij,ij->i", unit_rows(dp), unit_rows(dt)), -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------- retrieval
@@ -273,7 +300,7 @@ def chance_levels(
 
     forward = effective(gallery_size)
     backward = effective(n_predictions if n_predictions is not None else gallery_size)
-    out: dict[str, float | None] = {"cosine": None}
+    out: dict[str, float | None] = {"cosine": None, "cosine_centred": None}
     out.update({f"retrieval_top{k}": min(k, forward) / forward for k in ks_t})
     out.update({f"brain_retrieval_top{k}": min(k, backward) / backward for k in ks_t})
     out["two_way"] = 0.5
@@ -288,6 +315,7 @@ def score_all(
     pool_size: int = DEFAULT_POOL_SIZE,
     n_pools: int = DEFAULT_N_POOLS,
     seed: int = 0,
+    centre: ArrayLike | None = None,
 ) -> dict[str, FloatArray]:
     """Every per-item metric for predictions against a gallery of target embeddings.
 
@@ -297,10 +325,12 @@ def score_all(
         gallery: (m, d) target embeddings; the candidate set for forward retrieval and
             the comparison set for 2-way identification.
         ks, pool_size, n_pools, seed: see :func:`retrieval_hits`.
+        centre: the mean of the decoder's training targets ((d,) or (n, d)); adds
+            ``cosine_centred`` (:func:`centred_cosine_per_item`).
 
     Returns:
         ``{name: (n,) array}`` with names ``cosine``, ``retrieval_top{k}`` for each k,
-        ``brain_retrieval_top{k}`` for each k, and ``two_way``.
+        ``brain_retrieval_top{k}`` for each k, and ``two_way`` (and ``cosine_centred``).
 
     ``brain_retrieval_top{k}`` is included only when ``target_rows`` are all distinct
     (the paired case). Backward retrieval asks which prediction belongs to a target, which
@@ -327,4 +357,6 @@ def score_all(
         backward = _retrieval_from_sims(backward_sims, np.arange(idx.size), ks_t, *pools)
         out.update({f"brain_retrieval_top{k}": v for k, v in backward.items()})
     out["two_way"] = _two_way_from_corr(pearson_sims(p, g), idx)
+    if centre is not None:
+        out["cosine_centred"] = centred_cosine_per_item(p, g[idx], centre)
     return out

@@ -1,20 +1,9 @@
 """``fmri2img ablate``: every perception-to-imagery transfer strategy, one command.
 
-Methods (each a configuration of the same machinery, scored by the same evaluation; the
-table :data:`METHODS` says which strategy learns how, from what):
-
-* ``direct``: the perception decoder as it is (no adaptation);
-* ``adapter_linear``, ``adapter_mlp``: an adapter on the frozen decoder, trained on imagery;
-* ``adapter_mlp_cond``: the mlp adapter with per-domain vectors, trained on imagery and
-  on the session's vision trials (``with_condition``);
-* ``adapter_mlp_cond_shuffled``: its control (added with it), the same examples with the
-  domain labels permuted, so only the extra data, not the domain, can help;
-* ``adapter_mlp_vision``: control, the mlp adapter trained on the session's *vision*
-  trials of the same targets. An imagery adapter that beats it has learnt something about
-  imagery, not only about the 18 targets;
-* ``mixed``: the decoder retrained on perception + imagery trials;
-* ``finetune``: every decoder weight tuned on imagery, from the perception solution;
-* ``imagery_only``: the decoder type trained on imagery trials alone.
+Methods: :data:`fmri2img.experiments.methods.METHODS` (direct transfer, adapters,
+mixed training, fine-tuning, imagery-only decoders; cosine or InfoNCE losses), each run
+with its matched control unless ``controls`` is off, and scored by the same evaluation
+beside the mean-target controls.
 
 Everything that learns from imagery does so per fold of the protocol (leave-targets-out
 by default), and evaluation scores each target only with the fold models that never saw
@@ -30,28 +19,33 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from fmri2img.analysis.hypotheses import add_comparisons, hypotheses
+from fmri2img.analysis.hypotheses import PrimaryMetric, add_comparisons, hypotheses
 from fmri2img.config import StrictModel
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.data.splits import Protocol
 from fmri2img.data.trials import IndexData
 from fmri2img.errors import DataError
-from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
-from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
-from fmri2img.experiments.train_decoder import TrainConfig, checkpoint_path, train_decoder
+from fmri2img.experiments.methods import (
+    ADAPTER,
+    CONTROL_OF,
+    DIRECT,
+    METHODS,
+    FoldPlan,
+    check_methods,
+    needs_gradient_decoder,
+)
 from fmri2img.flags import command_line
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.io.checkpoint import load_checkpoint
 from fmri2img.io.checksum import file_checksum
 from fmri2img.io.reuse import run_once
+from fmri2img.models import registry
 from fmri2img.progress import progress
 from fmri2img.report.ablation_figures import write_figures
 from fmri2img.report.ablation_tables import write_tables
@@ -60,123 +54,8 @@ from fmri2img.report.hypotheses_report import render as render_hypotheses
 log = logging.getLogger(__name__)
 
 TABLE_METRICS = ("cosine", "two_way", "retrieval_top1")
-
-
-# ----------------------------------------------------------------------------- methods
-@dataclass(frozen=True)
-class FoldPlan:
-    """Where one fold of one cell reads and writes."""
-
-    cfg: AblationConfig
-    subject: str
-    name: str  # the cell's name (method, fraction)
-    index: Path  # NSD-Imagery index
-    checkpoint: Path  # the perception decoder
-    perception_index: Path | None
-    fold: int
-    n_folds: int
-    fraction: float
-
-    def folder(self, kind: str) -> Path:
-        return self.cfg.output_dir / kind / self.name / self.subject / f"fold{self.fold}"
-
-
-@dataclass(frozen=True)
-class Learned:
-    """What one fold's training hands to evaluation."""
-
-    decoder: Path | None = None  # replaces the perception decoder for this fold
-    adapter: Path | None = None  # applied on top of it
-    seconds: float = 0.0
-    n_params: int | None = None
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """How one kind of method learns from a fold: the config of the command that trains
-    it, that command's runner and CLI name, and what its summary hands to evaluation."""
-
-    name: str
-    command: str | None = None  # None: nothing is trained (the decoder is used as it is)
-    config: Callable[[FoldPlan, dict[str, Any]], StrictModel] | None = None
-    run: Callable[[Any], dict[str, Any]] | None = None
-    learned: Callable[[Any, dict[str, Any]], Learned] | None = None
-
-
-def _adapter_config(f: FoldPlan, options: dict[str, Any]) -> AdapterTrainConfig:
-    return AdapterTrainConfig(
-        index=f.index, checkpoint=f.checkpoint, targets=f.cfg.targets,
-        output_dir=f.folder("adapters"), model_type=f.cfg.model_type, epochs=f.cfg.epochs,
-        protocol=f.cfg.protocol, n_folds=f.n_folds, fold=f.fold, data_fraction=f.fraction,
-        seed=f.cfg.seed, **options)
-
-
-def _finetune_config(f: FoldPlan, options: dict[str, Any]) -> FinetuneConfig:
-    return FinetuneConfig(
-        index=f.index, checkpoint=f.checkpoint, targets=f.cfg.targets,
-        output_dir=f.folder("finetuned"), epochs=f.cfg.epochs, protocol=f.cfg.protocol,
-        n_folds=f.n_folds, fold=f.fold, data_fraction=f.fraction, seed=f.cfg.seed, **options)
-
-
-def _retrain_config(f: FoldPlan, options: dict[str, Any]) -> TrainConfig:
-    """The perception decoder's own training, on perception and/or imagery trials."""
-    if f.perception_index is None:
-        raise DataError(f"{f.name} needs the perception index (--perception-index)", f.index)
-    _, base = load_checkpoint(f.checkpoint)
-    trained = base.get("config", {})
-    return TrainConfig(
-        index=f.perception_index, targets=f.cfg.targets, model_type=base["model_type"],
-        output_dir=f.folder("decoders"), model=trained.get("model", {}),
-        zscore=trained.get("zscore", True), pca=trained.get("pca"), seed=f.cfg.seed,
-        imagery_index=f.index, protocol=f.cfg.protocol, n_folds=f.n_folds, fold=f.fold,
-        data_fraction=f.fraction, **options)
-
-
-DIRECT = Strategy("direct")
-ADAPTER = Strategy(
-    "adapter", "fmri2img train-adapter", _adapter_config, train_adapter,
-    lambda c, s: Learned(adapter=Path(s["adapter_best"]), seconds=s["train_seconds"],
-                         n_params=s["n_parameters"]))
-FINETUNE = Strategy(
-    "finetune", "fmri2img finetune", _finetune_config, finetune_decoder,
-    lambda c, s: Learned(decoder=Path(s["checkpoint"]), seconds=s["train_seconds"],
-                         n_params=s["n_parameters"]))
-RETRAIN = Strategy(
-    "retrain", "fmri2img train", _retrain_config, train_decoder,
-    lambda c, s: Learned(decoder=checkpoint_path(c.output_dir), seconds=s["fit_seconds"]))
-
-
-@dataclass(frozen=True)
-class Method:
-    strategy: Strategy
-    options: dict[str, Any] = field(default_factory=dict)  # fields of the strategy's config
-    label: str | None = None  # the strategy column of the tables (default: the strategy's)
-
-    @property
-    def kind(self) -> str:
-        return self.label or self.strategy.name
-
-
-METHODS: dict[str, Method] = {
-    "direct": Method(DIRECT),
-    "adapter_linear": Method(ADAPTER, {"adapter": "linear"}),
-    "adapter_mlp": Method(ADAPTER, {"adapter": "mlp"}),
-    "adapter_mlp_cond": Method(ADAPTER, {"adapter": "mlp", "condition_token": True}),
-    "adapter_mlp_cond_shuffled": Method(ADAPTER, {"adapter": "mlp", "condition_token": True,
-                                                  "shuffle_domains": True}),
-    "adapter_mlp_vision": Method(ADAPTER, {"adapter": "mlp", "train_domain": "perception"}),
-    "mixed": Method(RETRAIN, {"perception": True}, label="mixed"),
-    "finetune": Method(FINETUNE),
-    "imagery_only": Method(RETRAIN, {"perception": False}, label="imagery_only"),
-}
-
-
-def check_methods(names: list[str]) -> list[str]:
-    """``names`` if every one is in :data:`METHODS`; a ValueError naming the others."""
-    bad = [m for m in names if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown methods {bad}; available: {list(METHODS)}")
-    return names
+# per-target values kept in each row, for the paired comparisons of the verdicts
+PAIRED_METRICS = ("cosine", "two_way", "retrieval_top1", "cosine_centred")
 
 
 class AblationConfig(StrictModel):
@@ -195,6 +74,12 @@ class AblationConfig(StrictModel):
         "finetune", "imagery_only"], description="methods to run")
     with_condition: bool = Field(False, description="add the conditioned mlp adapter and its "
                                                     "shuffled-label control")
+    controls: bool = Field(True, description="run each method's matched control with it "
+                                             "(vision trials of the same targets instead of "
+                                             "imagery ones)")
+    primary_metric: PrimaryMetric = Field(
+        "two_way", description="what the verdicts judge by (cosine and retrieval reported "
+                               "beside it)")
     fractions: list[float] = Field(default_factory=lambda: [1.0],
                                    description="shares of the imagery training trials")
     protocol: Protocol = "leave-targets-out"
@@ -205,7 +90,10 @@ class AblationConfig(StrictModel):
     n_permutations: int = 1000
     scheduler: str | None = Field(None, description="Dask scheduler address "
                                   "(tcp://host:8786); default: run cells in this process")
-    eval_figures: bool = Field(False, description="per-cell evaluation figures")
+    workers: int = Field(1, ge=1, description="without scheduler: run cells in this many "
+                                              "local worker processes, one thread each")
+    eval_figures: bool = Field(False, description="per-cell evaluation and loss-curve "
+                                                  "figures")
 
     _known = field_validator("methods")(classmethod(lambda cls, v: check_methods(v)))
 
@@ -217,13 +105,19 @@ class AblationConfig(StrictModel):
         return v
 
     def all_methods(self) -> list[str]:
-        out = list(dict.fromkeys(["direct", *self.methods]))
-        if self.with_condition:
-            at = out.index("adapter_mlp") + 1 if "adapter_mlp" in out else 1
-            for m in ("adapter_mlp_cond_shuffled", "adapter_mlp_cond"):
-                if m not in out:
-                    out.insert(at, m)
-        return out
+        """The methods run: ``direct`` first, then each asked-for method followed by its
+        control (unless ``controls`` is off)."""
+        wanted = list(self.methods)
+        if self.with_condition and "adapter_mlp_cond" not in wanted:
+            at = wanted.index("adapter_mlp") + 1 if "adapter_mlp" in wanted else len(wanted)
+            wanted.insert(at, "adapter_mlp_cond")
+        out = ["direct"]
+        for m in wanted:
+            out.append(m)
+            control = METHODS[m].control
+            if control and (self.controls or m == "adapter_mlp_cond"):
+                out.append(control)
+        return list(dict.fromkeys(out))
 
     def path(self, pattern: str | None, subject: str) -> Path | None:
         return None if pattern is None else Path(pattern.format(subject=subject))
@@ -318,7 +212,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 def _cell_config(cfg: AblationConfig) -> dict[str, Any]:
     """The options that change a cell's result (not where or how cells are run)."""
     out = cfg.resolved()
-    for key in ("scheduler", "methods", "fractions", "subjects", "with_condition"):
+    for key in ("scheduler", "workers", "methods", "fractions", "subjects", "with_condition",
+                "controls", "primary_metric"):
         out.pop(key, None)
     return out
 
@@ -340,31 +235,64 @@ def _adapter_domains(method: str) -> list[str] | None:
     return [m.options.get("train_domain", "imagery")]
 
 
+def _per_key(block: dict[str, Any], keep: set[str] | None = None) -> dict[str, dict]:
+    """{metric: {item: value}} of a block's ``by_stimulus`` (only ``keep`` items)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, v in block["by_stimulus"].items():
+        if keep is not None and v.get("stimulus_set") not in keep:
+            continue
+        for m in PAIRED_METRICS:
+            if m in v:
+                out.setdefault(m, {})[key] = v[m]
+    return out
+
+
+def _control_rows(img: dict[str, Any], perc: dict[str, Any] | None) -> dict[str, Any]:
+    """The cell's mean-target controls, in the row's own layout."""
+    out = {}
+    for name, c in (img.get("controls") or {}).items():
+        pc = (perc or {}).get("controls", {}).get(name)
+        out[name] = {
+            "prediction": c["prediction"],
+            "imagery": {k: _metric(c, k) for k in c["overall"]},
+            "per_target": {m: {k: v[m] for k, v in c["by_stimulus"].items() if m in v}
+                           for m in PAIRED_METRICS if m in c["overall"]},
+            "perception": ({k: _metric(pc, k) for k in TABLE_METRICS} if pc else None),
+            "vision": ({k: _metric(img["vision"]["controls"][name], k)
+                        for k in ("cosine", "two_way")}
+                       if name in (img["vision"].get("controls") or {}) else None)}
+    return out
+
+
 def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
          results: dict[str, dict[str, Any]], train_seconds: float,
          n_params: int | None) -> dict[str, Any]:
     img = results["imagery"]
     perc = results.get("perception")
     scored = set(img["config"]["scored_sets"])
-    per_target = {k: v["cosine"] for k, v in img["by_stimulus"].items()
-                  if v.get("stimulus_set") in scored}
-    tr = img["transfer"]["metrics"][img["transfer"]["primary"]]
+    per_target = _per_key(img, scored)
     ks = img["config"]["ks"]
+    m = METHODS[method]
     return {
-        "subject": subj, "method": method, "strategy": METHODS[method].kind,
+        "subject": subj, "method": method, "strategy": m.kind,
         "fraction": frac,
+        "loss": m.loss if m.strategy is not DIRECT else None,
+        "control": m.control,
+        "control_of": CONTROL_OF.get(method),
         "protocol": img.get("protocol") or "none (perception only)",
         "imagery": {k: _metric(img, k) for k in img["overall"]},
         "by_set": {s: {k: v.get(k) for k in TABLE_METRICS}
                    for s, v in img["by_stimulus_set"].items()},
         "perception": ({k: _metric(perc, k) for k in TABLE_METRICS} if perc else None),
-        "perception_per_item": ({k: v["cosine"] for k, v in perc["by_stimulus"].items()}
-                                if perc else None),
-        "per_target_cosine": per_target,
-        "per_target_set": {k: img["by_stimulus"][k].get("stimulus_set") for k in per_target},
+        "perception_per_item": _per_key(perc) if perc else None,
+        "per_target": per_target,
+        "per_target_set": {k: img["by_stimulus"][k].get("stimulus_set")
+                           for k in per_target.get("cosine", {})},
+        "controls": _control_rows(img, perc),
         "adapter_domains": _adapter_domains(method),
         "vision": {k: _metric(img["vision"], k) for k in ("cosine", "two_way")},
-        "transfer_ratio": {"value": tr["ratio"], "ci": tr["ci"]},
+        "transfer_ratios": {k: {"value": v["ratio"], "ci": v["ci"]}
+                            for k, v in img["transfer"]["metrics"].items()},
         "train_seconds": round(train_seconds, 3) if method != "direct" else None,
         "n_params": n_params,
         "retrieval_curve": {str(k): img["overall"].get(f"retrieval_top{k}") for k in ks
@@ -374,36 +302,72 @@ def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
     }
 
 
-
 # ----------------------------------------------------------------------------- execution
-def _execute(cells: list[dict[str, Any]], scheduler: str | None) -> list[dict[str, Any]]:
-    if scheduler is None:
+def _execute(cells: list[dict[str, Any]], scheduler: str | None,
+             workers: int = 1) -> list[dict[str, Any]]:
+    if scheduler is None and workers == 1:
         return [run_cell(c) for c in progress(cells, "ablation cells")]
     try:
-        from distributed import Client  # dask is needed only to run on a cluster
+        from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - dask is a declared dependency
-        raise RuntimeError("--scheduler needs dask[distributed]: pip install "
+        raise RuntimeError("--scheduler and --workers need dask[distributed]: pip install "
                            "'dask[distributed]'") from exc
-    log.info("running %d cells on the Dask cluster at %s", len(cells), scheduler)
-    with Client(scheduler) as client:
-        futures = client.map(run_cell, cells, pure=False)
-        return client.gather(futures)
+    if scheduler is not None:
+        log.info("running %d cells on the Dask cluster at %s", len(cells), scheduler)
+        with Client(scheduler) as client:
+            return _gather(client, cells, as_completed)
+    # One thread per worker (Dask's nannies set the BLAS and OpenMP thread counts to 1):
+    # small torch steps gain little from a second thread, a second cell gains all of it.
+    log.info("running %d cells in %d local worker processes", len(cells), workers)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        return _gather(client, cells, as_completed)
+
+
+def _gather(client: Any, cells: list[dict[str, Any]], as_completed: Any
+            ) -> list[dict[str, Any]]:
+    futures = client.map(run_cell, cells, pure=False)
+    for i, fut in enumerate(progress(as_completed(futures), "ablation cells",
+                                     total=len(futures)), 1):
+        row = fut.result()["row"]
+        log.info("cell %d/%d done: %s %s", i, len(futures), row["subject"],
+                 cell_name(row["method"], row["fraction"]))
+    return client.gather(futures)
+
+
+def _check_decoder(cfg: AblationConfig) -> None:
+    """Methods that retrain the decoder with a loss need a gradient-trained decoder."""
+    wanted = [m for m in cfg.all_methods() if needs_gradient_decoder(m)]
+    if not wanted:
+        return
+    for subj in _subjects(cfg):
+        path = cfg.path(cfg.checkpoint, subj)
+        assert path is not None
+        if not path.exists():
+            continue  # run_cell names the missing checkpoint
+        _, meta = load_checkpoint(path)
+        fields = registry.decoders.get(meta["model_type"]).Config.model_fields
+        if "loss" not in fields:
+            raise DataError(f"{', '.join(wanted)} retrain the decoder with a loss of their "
+                            f"own, but {meta['model_type']} is fitted in closed form; drop "
+                            "them or ablate a gradient-trained decoder (mlp, two_stage)", path)
 
 
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = cfg.output_dir
+    _check_decoder(cfg)
     cells = _cells(cfg)
-    records = _execute(cells, cfg.scheduler)
-    rows = add_comparisons([r["row"] for r in records], n_resamples=cfg.n_bootstrap,
-                           seed=cfg.seed)
+    records = _execute(cells, cfg.scheduler, cfg.workers)
+    rows = add_comparisons([r["row"] for r in records], cfg.primary_metric,
+                           n_resamples=cfg.n_bootstrap, seed=cfg.seed)
     write_json(out / "metrics_all.json", {"config": cfg.resolved(), "rows": rows})
     write_text(out / "commands.txt", "\n".join(c for r in records for c in r["commands"])
                + "\n")
     table_rows = [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
     write_tables(table_rows, out)
     write_figures(rows, out / "figures")
-    hyp = hypotheses(rows, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+    hyp = hypotheses(rows, cfg.primary_metric, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
     write_json(out / "hypotheses.json", hyp)
     write_text(out / "hypotheses.md", render_hypotheses(hyp))
     cfg.save(out / "config_resolved.yaml")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,8 +59,6 @@ class AdapterTrainConfig(FoldTrainingOptions):
     dropout: float = Field(0.1, ge=0, lt=1, description="mlp adapter: dropout")
     condition_token: bool = Field(False, description="learned per-domain vectors; trains on "
                                                      "imagery and vision trials")
-    train_domain: Literal["imagery", "perception"] = Field(
-        "imagery", description="perception: train on the session's vision trials (a control)")
     # A control for conditioned adapters: the same examples, domain labels permuted among
     # them, so the per-domain vectors cannot learn what is specific to imagery.
     shuffle_domains: bool = Field(False, description="with condition_token: permute the "
@@ -201,7 +199,8 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     ameta = {
         "base_checkpoint": {"path": str(cfg.checkpoint), "checksum": base_sum,
                             "model_type": meta["model_type"]},
-        "imagery_training": {**fold.describe(data.index_checksum), "domains": list(cfg.domains)},
+        "imagery_training": {**fold.describe(data.index_checksum), "domains": list(cfg.domains),
+                             "target_mean": targets.mean(fold.train["stimulus"].tolist())},
         "data": data.provenance(),
         "targets": targets.provenance(),
         "train": {**result.to_meta(), "n_examples": len(x_tr), "start_val_loss": start,
@@ -221,8 +220,9 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     write_json(out / "metrics_val.json", {**label, **metrics_val})
     write_text(out / "logs" / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
     cfg.save(out / "config_resolved.yaml")
-    loss_curve(result.history, out / "figures" / "loss_curve",
-               title=f"{cfg.adapter} adapter, {data.subject}, fold {fold.fold}")
+    if cfg.figures:
+        loss_curve(result.history, out / "figures" / "loss_curve",
+                   title=f"{cfg.adapter} adapter, {data.subject}, fold {fold.fold}")
     summary = {
         "adapter_best": str(out / BEST), "adapter_last": str(out / LAST),
         "subject": data.subject, "adapter": cfg.adapter, "condition": cfg.condition_token,

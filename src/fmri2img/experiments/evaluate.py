@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 from fmri2img.config import StrictModel
 from fmri2img.data.trials import IndexData, Targets
 from fmri2img.errors import DataError
-from fmri2img.eval.scoring import Scoring, by_group, trial_scores
+from fmri2img.eval.scoring import Scoring, by_group, mean_target_control, trial_scores
 from fmri2img.eval.transfer import ratio_to_reference, transfer_ratios
 from fmri2img.experiments.predictors import Predictor
 from fmri2img.io.atomic import write_json, write_text
@@ -49,8 +49,9 @@ from fmri2img.targets.images import index_stimuli
 
 log = logging.getLogger(__name__)
 
-# the metric the transfer ratio is reported on first (chance subtracted before the ratio)
-PRIMARY_RATIO_METRIC = "cosine"
+# the metric the transfer ratio is reported on first (chance subtracted before the ratio):
+# identification, as the NSD-Imagery benchmark judges; cosine credits the mean target
+PRIMARY_RATIO_METRIC = "two_way"
 
 
 class EvalConfig(StrictModel):
@@ -138,10 +139,22 @@ def _scorable(predictor: Predictor, data: IndexData, rows: pd.DataFrame) -> pd.D
     return rows[predictor.keep(rows, data.index_checksum)]
 
 
+@dataclass
+class Items:
+    """What one block scores: the item table, predictions and targets, the single-trial
+    predictions, and per item the mean training target of the models that score it
+    (``centre``: the decoder's; ``fold_mean``: the imagery fold's; None when unrecorded)."""
+
+    info: pd.DataFrame
+    pred: np.ndarray
+    targets: np.ndarray
+    single: np.ndarray
+    centre: np.ndarray | None
+    fold_mean: np.ndarray | None
+
+
 def _predict_items(predictor: Predictor, data: IndexData, rows: pd.DataFrame,
-                   targets: Targets, average: bool, domain: str
-                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    """(item table, item predictions, item targets, single-trial predictions)."""
+                   targets: Targets, average: bool, domain: str) -> Items:
     X = data.betas(rows)
     single = predictor.predict_trials(rows, X, domain, data.index_checksum)
     if average:
@@ -151,7 +164,29 @@ def _predict_items(predictor: Predictor, data: IndexData, rows: pd.DataFrame,
             drop=True).assign(n_trials=1)
         pred = single
     T = targets.rows(info["stimulus"].tolist())
-    return info, pred, T, single
+    means = [predictor.item_mean_targets(rows, info, data.index_checksum, kind)
+             for kind in ("decoder", "fold")]
+    return Items(info, pred, T, single, *means)
+
+
+def _controls(scoring: Scoring, it: Items, targets: np.ndarray,
+              centre: np.ndarray | None) -> dict[str, Any]:
+    """The mean-target controls of a block, scored on ``targets`` (the block's distinct
+    items): the decoder's mean training target, and the imagery fold's where models
+    trained on one."""
+    out = {}
+    for name, means, what in (
+            ("mean_target", it.centre, "the mean of the decoder's training targets"),
+            ("mean_target_fold", it.fold_mean, "the mean of the imagery targets the fold's "
+                                               "models trained on")):
+        if means is not None:
+            res = mean_target_control(scoring, means, targets, centre)
+            per_item = res.pop("per_item")
+            keys = it.info["stimulus"].tolist()
+            out[name] = {"prediction": what, **res,
+                         "by_stimulus": {k: {m: float(v[i]) for m, v in per_item.items()}
+                                         for i, k in enumerate(keys)}}
+    return out
 
 
 def _per_trial_frame(rows: pd.DataFrame, single_pred: np.ndarray, items: pd.DataFrame,
@@ -186,23 +221,34 @@ def evaluate_perception(cfg: EvalConfig, predictor: Predictor, data: IndexData,
     rows = _scorable(predictor, data, data.select(splits=[cfg.split], domains=["perception"]))
     if len(rows) < 2:
         raise DataError(f"{len(rows)} perception trials in split {cfg.split!r}", cfg.index)
-    items, pred, T, single = _predict_items(predictor, data, rows, targets, cfg.average,
-                                            "perception")
+    it = _predict_items(predictor, data, rows, targets, cfg.average, "perception")
+    items, pred, T = it.info, it.pred, it.targets
+    first = np.arange(len(T))
     if not cfg.average and items["stimulus"].duplicated().any():
         # single trials share targets: score them against the unique targets
-        uniq = list(dict.fromkeys(items["stimulus"]))
+        keys = items["stimulus"].tolist()
+        first_row: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first_row.setdefault(k, i)
+        uniq = list(first_row)
         gallery = targets.rows(uniq)
-        target_rows = np.array([uniq.index(k) for k in items["stimulus"]])
+        position = {k: j for j, k in enumerate(uniq)}
+        target_rows = np.array([position[k] for k in keys])
+        first = np.array(list(first_row.values()))
     else:
         gallery, target_rows = T, np.arange(len(T))
-    per_item = scoring.items(pred, T, gallery, target_rows)
+    per_item = scoring.items(pred, T, gallery, target_rows, centre=it.centre)
     result = scoring.summarize(per_item, pred, gallery, target_rows,
-                               groups=items["stimulus"].to_numpy() if not cfg.average else None)
+                               groups=items["stimulus"].to_numpy() if not cfg.average else None,
+                               centre=it.centre)
     result["by_stimulus_set"] = by_group(per_item, items["stimulus_set"].fillna("all")
                                          .to_numpy())
     result["by_stimulus"] = _by_stimulus(items, per_item)
     result["bounds"] = scoring.bounds(gallery)
-    per_trial = _per_trial_frame(rows, single, items.drop_duplicates("stimulus")
+    at = Items(items.iloc[first], pred[first], gallery, it.single,
+               None if it.centre is None else it.centre[first], None)
+    result["controls"] = _controls(scoring, at, gallery, at.centre)
+    per_trial = _per_trial_frame(rows, it.single, items.drop_duplicates("stimulus")
                                  if not cfg.average else items,
                                  T if cfg.average else gallery, "perception")
     return Scored(result, per_trial, items, pred, T)
@@ -220,20 +266,23 @@ def _domain_block(cfg: EvalConfig, predictor: Predictor, data: IndexData,
         raise DataError(f"{rows['stimulus'].nunique()} scored {domain} targets in split "
                         f"{cfg.split!r} (sets {cfg.scored_sets}) that the model did not see "
                         "in training", cfg.index)
-    items, pred, T, single = _predict_items(predictor, data, rows, targets, True, domain)
-    per_item = scoring.items(pred, T)
-    block = scoring.summarize(per_item, pred, T, np.arange(len(T)))
+    it = _predict_items(predictor, data, rows, targets, True, domain)
+    items, pred, T = it.info, it.pred, it.targets
+    per_item = scoring.items(pred, T, centre=it.centre)
+    block = scoring.summarize(per_item, pred, T, np.arange(len(T)), centre=it.centre)
+    block["controls"] = _controls(scoring, it, T, it.centre)
     by_set = by_group(per_item, items["stimulus_set"].to_numpy())
-    per_trial = _per_trial_frame(rows, single, items, T, domain)
+    per_trial = _per_trial_frame(rows, it.single, items, T, domain)
     others = _scorable(predictor, data, data.select(splits=[cfg.split], domains=[domain]))
     others = others[~others["stimulus_set"].isin(cfg.scored_sets)]
     if len(others):
         all_rows = data.select(splits=[cfg.split], domains=[domain])
-        o_items, o_pred, _, _ = _predict_items(predictor, data, others, targets, True, domain)
+        o_it = _predict_items(predictor, data, others, targets, True, domain)
+        o_items = o_it.info
         all_keys = list(dict.fromkeys(sorted(all_rows["stimulus"])))
         gallery = targets.rows(all_keys)
         idx = np.array([all_keys.index(k) for k in o_items["stimulus"]])
-        o_scores = scoring.items(o_pred, gallery, gallery, idx)
+        o_scores = scoring.items(o_it.pred, gallery, gallery, idx, centre=o_it.centre)
         o_scores.pop("brain_retrieval_top1", None)
         for lab, vals in by_group(o_scores, o_items["stimulus_set"].to_numpy()).items():
             vals["note"] = (f"not in the overall score; scored against all {len(all_keys)} "
@@ -310,7 +359,7 @@ def _ratio_to_perception(imagery_overall: dict[str, float], path: Path) -> dict[
         raise DataError("perception metrics.json not found", path)
     perc = json.loads(path.read_text())
     ratios = ratio_to_reference(imagery_overall, perc.get("overall", {}),
-                                perc.get("chance", {}), (PRIMARY_RATIO_METRIC, "two_way"))
+                                perc.get("chance", {}), ("two_way", "cosine"))
     return {"label": "imagery (NSD-Imagery targets) over perception (NSD test images): "
                      "other stimuli, other gallery sizes, other repetition counts; not like "
                      "for like", "perception_metrics": str(path), "ratios": ratios}
@@ -322,7 +371,7 @@ def evaluate_imagery(cfg: EvalConfig, predictor: Predictor, data: IndexData,
     vis, vis_rows = _domain_block(cfg, predictor, data, targets, "perception")
     result = dict(img.metrics)
     result["vision"] = {k: vis.metrics[k] for k in ("overall", "ci", "p_vs_chance",
-                                                    "by_stimulus_set", "n_items")}
+                                                    "by_stimulus_set", "n_items", "controls")}
     result["transfer"] = transfer_ratio(cfg, predictor, data, targets, vis_rows, img_rows)
     if cfg.perception_metrics is not None:
         result["transfer"]["vs_perception_test"] = _ratio_to_perception(

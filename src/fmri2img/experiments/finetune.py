@@ -1,4 +1,6 @@
-"""Full fine-tuning of a perception decoder on imagery trials (the adapter's rival in H3).
+"""Full fine-tuning of a perception decoder on imagery trials (the adapter's rival in H3);
+with ``train_domain: perception``, on the session's vision trials of the same targets (its
+control).
 
 Every weight of the decoder is trained (its preprocessing is kept as fitted on perception),
 starting from the perception solution, on the same examples an adapter gets: repetition
@@ -27,6 +29,7 @@ from fmri2img.errors import DataError
 from fmri2img.experiments.fold_training import FoldTrainingOptions
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models.pipeline import DecoderPipeline
+from fmri2img.report.figures import loss_curve
 from fmri2img.training.seeding import seed_everything
 from fmri2img.training.trainer import train_from_start
 
@@ -54,7 +57,8 @@ def finetune_decoder(cfg: FinetuneConfig) -> dict[str, Any]:
         raise DataError(f"the decoder takes {pipeline.n_inputs} voxels, this index has "
                         f"{data.n_voxels} ({data.subject})", cfg.index)
     fold = make_fold(data.frame, protocol=cfg.protocol, fold=cfg.fold, n_folds=cfg.n_folds,
-                     seed=cfg.seed, data_fraction=cfg.data_fraction, source=cfg.index)
+                     seed=cfg.seed, data_fraction=cfg.data_fraction,
+                     domains=(cfg.train_domain,), source=cfg.index)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.fold, 0xF17E]))
 
     def examples(rows: pd.DataFrame, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,14 +82,18 @@ def finetune_decoder(cfg: FinetuneConfig) -> dict[str, Any]:
         "kind", "model_type", "input_shape", "n_inputs", "n_features", "n_outputs",
         "model_config", "model_meta", "preprocess")}
     tuned_meta.update({
-        "imagery_training": {**fold.describe(data.index_checksum), "domains": ["imagery"],
-                             "strategy": "finetune"},
+        "imagery_training": {**fold.describe(data.index_checksum),
+                             "domains": [cfg.train_domain], "strategy": "finetune",
+                             "target_mean": targets.mean(fold.train["stimulus"].tolist())},
         "finetune": {"from": str(cfg.checkpoint), "train": result.to_meta(),
                      "start_val_loss": start, "kept_start": bool(keep_start),
                      "n_parameters": n_params, "config": cfg.resolved()},
     })
     tuned.save(out / CHECKPOINT, tuned_meta)
     write_text(out / "logs" / "history.csv", pd.DataFrame(result.history).to_csv(index=False))
+    if cfg.figures:
+        loss_curve(result.history, out / "figures" / "loss_curve",
+                   title=f"fine-tuned {meta['model_type']}, {data.subject}, fold {fold.fold}")
     cfg.save(out / "config_resolved.yaml")
     summary = {"checkpoint": str(out / CHECKPOINT), "subject": data.subject,
                "model_type": meta["model_type"], "n_parameters": n_params,

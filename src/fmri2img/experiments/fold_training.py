@@ -22,7 +22,14 @@ class FoldTrainingOptions(StrictModel):
     lr: float = Field(3e-4, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay (matrices only)")
     batch_size: int = Field(32, ge=1)
-    loss: Literal["cosine", "mse", "hybrid"] = "cosine"
+    loss: Literal["cosine", "mse", "hybrid", "infonce"] = Field(
+        "cosine", description="infonce: symmetric contrastive loss over the batch, rows of "
+                              "one target not each other's negatives (learns identification; "
+                              "cosine rewards any pull toward the mean target)")
+    temperature: float = Field(0.07, gt=0, description="infonce temperature")
+    train_domain: Literal["imagery", "perception"] = Field(
+        "imagery", description="perception: train on the session's vision trials of the "
+                               "fold's targets instead (the method's control)")
     early_stop_patience: int | None = Field(
         10, ge=1, description="epochs without validation improvement before stopping")
     protocol: Protocol = Field("leave-targets-out", description="imagery protocol of the folds")
@@ -33,16 +40,22 @@ class FoldTrainingOptions(StrictModel):
     n_averages: int = Field(32, ge=1, description="repetition averages per target")
     seed: int = 0
     device: str = Field("cpu", description="cpu, cuda, cuda:N or mps")
+    figures: bool = Field(True, description="the loss-curve figure (PNG + PDF)")
+    save_every: int = Field(10, ge=1, description="write the resume state every this many "
+                                                  "epochs (a fold trains in seconds; a "
+                                                  "state per epoch would double that)")
 
     _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
 
     def trainer_config(self, checkpoint_dir: Path, description: str) -> TrainerConfig:
         """The training loop's settings; its resume state lives in ``checkpoint_dir``."""
         return TrainerConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                             weight_decay=self.weight_decay,
+                             weight_decay=self.weight_decay, save_every=self.save_every,
                              early_stop_patience=self.early_stop_patience, seed=self.seed,
                              device=self.device, checkpoint_dir=checkpoint_dir,
                              description=description)
 
     def loss_fn(self) -> LossFn:
+        if self.loss == "infonce":
+            return get_loss("infonce", temperature=self.temperature)
         return get_loss(self.loss)

@@ -66,21 +66,32 @@ def run_h1(cfg: H1Config) -> list[dict[str, Any]]:
     return rows
 
 
+COMPARED = ("cosine", "retrieval_top1", "two_way")
+
+
 def _row(subj: str, model: str, perc: dict, img: dict) -> dict[str, Any]:
-    def metric(block: dict, k: str) -> dict[str, Any]:
+    def metric(block: dict, k: str) -> dict[str, Any] | None:
+        if k not in block["overall"]:
+            return None
         return {"value": block["overall"][k], "ci": block["ci"][k],
                 "p": block.get("p_vs_chance", {}).get(k)}
 
-    tr = img["transfer"]["metrics"][img["transfer"]["primary"]]
-    tw = img["transfer"]["metrics"]["two_way"]
+    ratios = img["transfer"]["metrics"]
+    primary = img["transfer"]["primary"]
+    control = (img.get("controls") or {}).get("mean_target")
     return {
         "subject": subj, "model": model,
-        "perception": {k: metric(perc, k) for k in ("cosine", "retrieval_top1", "two_way")},
+        "perception": {k: metric(perc, k) for k in (*COMPARED, "cosine_centred")},
         "perception_pool": min(perc["config"]["pool_size"], perc["gallery_size"]),
-        "imagery": {k: metric(img, k) for k in ("cosine", "retrieval_top1", "two_way")},
+        "perception_per_item": {k: {key: v[k] for key, v in perc["by_stimulus"].items()}
+                                for k in COMPARED},
+        "imagery": {k: metric(img, k) for k in (*COMPARED, "cosine_centred")},
         "vision": {k: metric(img["vision"], k) for k in ("cosine", "two_way")},
-        "transfer_ratio": {"metric": img["transfer"]["primary"], "value": tr["ratio"],
-                           "ci": tr["ci"]},
-        "transfer_ratio_two_way": {"value": tw["ratio"], "ci": tw["ci"]},
+        "mean_target": ({k: metric(control, k) for k in ("cosine", "two_way")}
+                        if control else None),
+        "transfer_ratio": {"metric": primary, "value": ratios[primary]["ratio"],
+                           "ci": ratios[primary]["ci"]},
+        "transfer_ratio_cosine": {"value": ratios["cosine"]["ratio"],
+                                  "ci": ratios["cosine"]["ci"]},
         "repetitions_matched": img["transfer"]["repetitions_matched"],
     }

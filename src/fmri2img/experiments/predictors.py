@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from fmri2img.data.trials import average_by_stimulus
 from fmri2img.errors import DataError
@@ -45,10 +46,26 @@ class Member:
         return self.pipeline_id, self.adapter_id if adapted else None
 
     def predict(self, X: np.ndarray, domain: str) -> np.ndarray:
-        pred = self.pipeline.predict(X)
+        return self.finish(self.pipeline.predict(X), domain)
+
+    def finish(self, decoded: np.ndarray, domain: str) -> np.ndarray:
+        """The member's prediction from its decoder's output: the adapter, where it
+        applies."""
         if self.adapter is not None and domain == ADAPTED_DOMAIN:
-            pred = apply_adapter(self.adapter, pred, domain)
-        return pred
+            return apply_adapter(self.adapter, decoded, domain)
+        return decoded
+
+    def mean_target(self, kind: str) -> np.ndarray | None:
+        """The mean of the targets this member trained on: ``"decoder"``, the decoder's
+        (perception) training targets; ``"fold"``, the imagery targets of its protocol
+        fold (adapter or decoder), None when it trained on no imagery fold. None too for
+        checkpoints written before the mean was recorded."""
+        if kind == "decoder":
+            value = self.meta.get("target_mean")
+        else:
+            value = next((s.get("target_mean") for s in reversed(self.seen)
+                          if s.get("target_mean") is not None), None)
+        return None if value is None else np.asarray(value, dtype=np.float64)
 
     def eligible(self, rows: pd.DataFrame, index_checksum: str | None) -> np.ndarray:
         ok = np.ones(len(rows), dtype=bool)
@@ -129,18 +146,24 @@ class Predictor:
         patterns, inverse = np.unique(who, axis=0, return_inverse=True)
         inverse = np.asarray(inverse).reshape(-1)
         cache: dict[tuple[int, int | None], np.ndarray] = {}
-        for p, pattern in enumerate(patterns):
-            sel = np.flatnonzero(inverse == p)
-            keys: dict[tuple[int, int | None], Member] = {}
-            for i in np.flatnonzero(pattern):
-                keys.setdefault(self.members[i].key(domain), self.members[i])
-            if not keys:
-                raise ValueError("an item that every model saw cannot be scored")
-            for key, member in keys.items():
-                if key not in cache:
-                    cache[key] = member.predict(X, domain)
-            preds = [cache[key][sel] for key in keys]
-            out[sel] = preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
+        decoded: dict[int, np.ndarray] = {}  # one decoder pass serves all its adapters
+        # Small products alternate with torch calls here; OpenBLAS threads left spinning
+        # after each one starve torch's on few cores (evaluation 3x slower on 2 cores).
+        with threadpool_limits(limits=1, user_api="blas"):
+            for p, pattern in enumerate(patterns):
+                sel = np.flatnonzero(inverse == p)
+                keys: dict[tuple[int, int | None], Member] = {}
+                for i in np.flatnonzero(pattern):
+                    keys.setdefault(self.members[i].key(domain), self.members[i])
+                if not keys:
+                    raise ValueError("an item that every model saw cannot be scored")
+                for key, member in keys.items():
+                    if key not in cache:
+                        if member.pipeline_id not in decoded:
+                            decoded[member.pipeline_id] = member.pipeline.predict(X)
+                        cache[key] = member.finish(decoded[member.pipeline_id], domain)
+                preds = [cache[key][sel] for key in keys]
+                out[sel] = preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
         return out
 
     def predict_trials(self, rows: pd.DataFrame, X: np.ndarray, domain: str,
@@ -155,7 +178,37 @@ class Predictor:
         """Betas averaged per stimulus, then predicted by the members that saw none of the
         stimulus's trials (rows must be ones :meth:`keep` accepts)."""
         info, Xa = average_by_stimulus(rows, X, max_repetitions, rng)
+        return info, self._combine(Xa, self._item_members(rows, info, index_checksum), domain)
+
+    def _item_members(self, rows: pd.DataFrame, info: pd.DataFrame,
+                      index_checksum: str | None) -> np.ndarray:
+        """(n_items, n_members): which members saw none of each item's trials."""
         elig = self._eligibility(rows, index_checksum)
-        keys = rows["stimulus"].to_numpy()
-        who = np.stack([elig[keys == k].all(axis=0) for k in info["stimulus"]])
-        return info, self._combine(Xa, who, domain)
+        stimuli, inverse = np.unique(rows["stimulus"].to_numpy(), return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(len(stimuli)))
+        per_stimulus = np.logical_and.reduceat(elig[order], starts, axis=0)
+        at = {k: i for i, k in enumerate(stimuli)}
+        return per_stimulus[[at[k] for k in info["stimulus"]]]
+
+    def item_mean_targets(self, rows: pd.DataFrame, info: pd.DataFrame,
+                          index_checksum: str | None, kind: str) -> np.ndarray | None:
+        """Per item (rows of ``info``), the mean training target (:meth:`Member.mean_target`)
+        of the members that score it, averaged like their predictions; None when one of
+        them has none recorded."""
+        who = self._item_members(rows, info, index_checksum)
+        means = [m.mean_target(kind) for m in self.members]
+        # a decoder shared by several members counts once, as in prediction (so one
+        # decoder's centre is bit for bit the same whatever adapters ride on it)
+        sources = [m.pipeline_id if kind == "decoder" else (m.pipeline_id, m.adapter_id)
+                   for m in self.members]
+        out = np.zeros((len(info), self.first.pipeline.n_outputs))
+        patterns, inverse = np.unique(who, axis=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):
+            chosen = {sources[j]: means[j] for j in np.flatnonzero(pattern)}
+            if not chosen or any(c is None for c in chosen.values()):
+                return None
+            vectors = list(chosen.values())
+            out[np.asarray(inverse).reshape(-1) == p] = (
+                vectors[0] if len(vectors) == 1 else np.mean(vectors, axis=0))
+        return out

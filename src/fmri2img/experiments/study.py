@@ -16,13 +16,20 @@ import yaml
 from pydantic import Field, field_validator
 from rich.console import Console
 
+from fmri2img.analysis.decoders import compare_decoders
+from fmri2img.analysis.hypotheses import PrimaryMetric
 from fmri2img.config import StrictModel
 from fmri2img.data.imagery import ImageryIndexConfig, build_imagery_index
 from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.data.simulate import SimulationConfig, simulate
 from fmri2img.data.summary import summarize_imagery, summarize_perception, write_summary
-from fmri2img.experiments.ablation import AblationConfig, check_methods, run_ablation
+from fmri2img.experiments.ablation import (
+    AblationConfig,
+    check_methods,
+    needs_gradient_decoder,
+    run_ablation,
+)
 from fmri2img.experiments.h1 import H1Config, run_h1
 from fmri2img.experiments.train_decoder import checkpoint_path
 from fmri2img.io.atomic import write_json, write_text
@@ -60,12 +67,19 @@ class StudyConfig(StrictModel):
     n_bootstrap: int = Field(2000, ge=1)
     ablation_model: str | None = Field(
         "ridge", description="transfer ablation (H2, H3) on this decoder; none: skip it")
+    # sized for 10 minutes on 2 cores; adapter_mlp_cond (and its shuffled-label control)
+    # and adapter_linear_infonce are one flag away
     ablation_methods: list[str] = Field(default_factory=lambda: [
-        "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_cond",
-        "adapter_mlp_cond_shuffled", "adapter_mlp_vision", "mixed", "finetune", "imagery_only"],
-        description="ablation methods")
+        "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_infonce", "mixed",
+        "mixed_infonce", "finetune", "finetune_infonce", "imagery_only"],
+        description="ablation methods (each runs with its matched control; mixed_infonce "
+                    "only on a gradient-trained decoder)")
+    primary_metric: PrimaryMetric = Field(
+        "two_way", description="what H1-H3 and the methods' verdicts judge by")
     ablation_permutations: int = Field(
         200, ge=1, description="permutations per ablation cell (H1 keeps n_permutations)")
+    ablation_workers: int = Field(1, ge=1, description="local worker processes running the "
+                                                       "ablation's cells, one thread each")
 
     _models = field_validator("models")(
         classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
@@ -92,15 +106,23 @@ def run_study_ablation(cfg: StudyConfig, idx_dir: Path, targets: Path,
                        console: Console) -> dict[str, Any]:
     """The transfer ablation on every subject, from the H1 decoders; prints the table and
     the H1-H3 verdicts."""
-    methods = [m for m in cfg.ablation_methods if m != "adapter_mlp_cond"]
+    methods = cfg.ablation_methods
+    fields = registry.decoders.get(str(cfg.ablation_model)).Config.model_fields
+    if "loss" not in fields:
+        dropped = [m for m in methods if needs_gradient_decoder(m)]
+        if dropped:
+            log.info("%s: not run on %s, which is fitted in closed form", ", ".join(dropped),
+                     cfg.ablation_model)
+        methods = [m for m in methods if m not in dropped]
     acfg = AblationConfig(
         index=str(idx_dir / "{subject}_imagery.parquet"),
         perception_index=str(idx_dir / "{subject}_nsd.parquet"),
         checkpoint=str(checkpoint_path(cfg.out / "decoders" / "{subject}" /
                                        str(cfg.ablation_model))),
         targets=targets, output_dir=cfg.out / "ablation", subjects=cfg.subjects,
-        methods=methods, with_condition="adapter_mlp_cond" in cfg.ablation_methods,
-        seed=cfg.seed, n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.ablation_permutations)
+        methods=methods, primary_metric=cfg.primary_metric, seed=cfg.seed,
+        n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.ablation_permutations,
+        workers=cfg.ablation_workers)
     out = run_ablation(acfg)
     console.print(f"[bold]Transfer ablation ({cfg.ablation_model}, leave-targets-out)[/bold]")
     console.print((acfg.output_dir / "results_table.md").read_text())
@@ -137,7 +159,12 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
                                model_options=cfg.model_options, seed=cfg.seed,
                                n_permutations=cfg.n_permutations, n_bootstrap=cfg.n_bootstrap))
         result["h1"] = rows
-        print_h1_table(rows, console)
+        result["h1_decoders"] = [
+            {"subject": subj, **c} for subj in dict.fromkeys(r["subject"] for r in rows)
+            for c in compare_decoders({r["model"]: r["perception_per_item"] for r in rows
+                                       if r["subject"] == subj},
+                                      n_resamples=cfg.n_bootstrap, seed=cfg.seed)]
+        print_h1_table(rows, console, result["h1_decoders"])
         if cfg.ablation_model in cfg.models and cfg.ablation_methods:
             result["ablation"] = run_study_ablation(cfg, idx_dir, targets, console)
     result["seconds"] = round(time.perf_counter() - t0, 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ class TrainConfig(StrictModel):
     model: dict[str, Any] = Field(default_factory=dict,
                                   description="the decoder's own options")
     epochs: int | None = Field(None, ge=1, description="torch decoders: maximum epochs")
+    loss: str | None = Field(None, description="gradient-trained decoders: the training loss "
+                                               "(mse, cosine, hybrid, infonce); default: "
+                                               "the decoder's")
     device: str | None = Field(None, description="cpu, cuda, cuda:N (default cpu)")
     zscore: bool = Field(True, description="z-score each voxel over the training rows")
     pca: int | None = Field(
@@ -59,6 +62,9 @@ class TrainConfig(StrictModel):
     fold: int = Field(0, ge=0, description="imagery_index: the fold (0-based)")
     data_fraction: float = Field(1.0, gt=0, le=1,
                                  description="imagery_index: share of imagery training trials")
+    imagery_domain: Literal["imagery", "perception"] = Field(
+        "imagery", description="imagery_index: its imagery trials, or its vision trials of "
+                               "the same targets (the mixed method's control)")
     seed: int = 0
 
     _known = field_validator("model_type")(
@@ -70,13 +76,18 @@ class TrainConfig(StrictModel):
             raise ValueError("perception off needs imagery_index (an imagery-only decoder)")
         if self.fold >= self.n_folds:
             raise ValueError(f"fold {self.fold} does not exist with n_folds {self.n_folds}")
+        if self.loss is not None:
+            if "loss" not in registry.decoders.get(self.model_type).Config.model_fields:
+                raise ValueError(f"--loss applies to gradient-trained decoders; "
+                                 f"{self.model_type} is fitted in closed form")
+            registry.decoders.get(self.model_type).Config(loss=self.loss)  # a known loss
         return self
 
     def decoder_options(self) -> dict[str, Any]:
         opts = dict(self.model)
         fields = registry.decoders.get(self.model_type).Config.model_fields
         for key, value in (("epochs", self.epochs), ("device", self.device),
-                           ("seed", self.seed)):
+                           ("seed", self.seed), ("loss", self.loss)):
             if value is None:
                 continue
             if key in fields:
@@ -108,7 +119,8 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
     val_parts = [(data, val_rows)] if len(val_rows) else []
     imagery_meta = None
     if cfg.imagery_index is not None:
-        idata, im_train, im_val, imagery_meta = _imagery_fold(cfg, data, decoder_cls)
+        idata, im_train, im_val, imagery_meta = _imagery_fold(cfg, data, targets,
+                                                               decoder_cls)
         parts.append((idata, im_train))
         Y = np.concatenate([Y, targets.rows(im_train["stimulus"].tolist())])
         groups = np.concatenate([groups, im_train["stimulus"].to_numpy()])
@@ -148,6 +160,10 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
             "fit_seconds": round(fit_s, 3),
         },
         "config": cfg.resolved(),
+        # the mean-target control and the centred cosine of every evaluation start here:
+        # row-weighted, over the perception training rows (imagery-only: its own rows)
+        "target_mean": [float(x) for x in
+                        (Y[:len(rows)] if len(rows) else Y).astype(np.float64).mean(axis=0)],
     }
     if imagery_meta is not None:
         meta["imagery_training"] = imagery_meta
@@ -182,7 +198,7 @@ def _betas(parts: list[tuple[IndexData, pd.DataFrame]]) -> np.ndarray:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _imagery_fold(cfg: TrainConfig, data: IndexData, decoder_cls: Any
+def _imagery_fold(cfg: TrainConfig, data: IndexData, targets: Targets, decoder_cls: Any
                   ) -> tuple[IndexData, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Single imagery trials of the fold's training targets, and its validation trials
     (training data for self-tuning decoders, validation data for the others)."""
@@ -193,12 +209,15 @@ def _imagery_fold(cfg: TrainConfig, data: IndexData, decoder_cls: Any
                         f"not match the perception index ({data.subject}, {data.n_voxels})",
                         cfg.imagery_index)
     fold = make_fold(idata.frame, protocol=cfg.protocol, fold=cfg.fold, n_folds=cfg.n_folds,
-                     seed=cfg.seed, data_fraction=cfg.data_fraction, source=cfg.imagery_index)
+                     seed=cfg.seed, data_fraction=cfg.data_fraction,
+                     domains=(cfg.imagery_domain,), source=cfg.imagery_index)
     train, val = fold.train, fold.val
     if not decoder_cls.uses_validation:
         train, val = pd.concat([train, val]), val.iloc[:0]
-    desc = {**fold.describe(idata.index_checksum), "domains": ["imagery"],
-            "strategy": "mixed" if cfg.perception else "imagery_only"}
-    log.info("%s: + %d imagery trials of %d targets (%s fold %d/%d)", idata.subject,
-             len(train), train["stimulus"].nunique(), fold.protocol, fold.fold, fold.n_folds)
+    desc = {**fold.describe(idata.index_checksum), "domains": [cfg.imagery_domain],
+            "strategy": "mixed" if cfg.perception else "imagery_only",
+            "target_mean": targets.mean(train["stimulus"].tolist())}
+    log.info("%s: + %d %s trials of the imagery session, %d targets (%s fold %d/%d)",
+             idata.subject, len(train), cfg.imagery_domain, train["stimulus"].nunique(),
+             fold.protocol, fold.fold, fold.n_folds)
     return idata, train, val, desc

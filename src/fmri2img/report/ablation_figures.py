@@ -22,15 +22,13 @@ from fmri2img.report.ablation_tables import (
     by_set_names,
     chance_of,
     conditions,
-    finite,
     method_label,
-    num,
     results_frame,
     row_key,
     summarize_cell,
-    value_ci,
 )
 from fmri2img.report.figures import pyplot, save_figure
+from fmri2img.report.formatting import finite, num, value_ci
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +148,17 @@ def _bar_by_set(conds: list[Condition], labels: list[str], sets: list[str],
 def _per_subject(conds: list[Condition], labels: list[str], subjects: list[str],
                  rows: Sequence[Row], stem: Path) -> list[Path]:
     plt = pyplot()
-    table = [[summarize_cell(c.frame[c.frame["subject"] == s], "imagery_cosine") for s in subjects]
+    table = [[summarize_cell(c.frame[c.frame["subject"] == s], "imagery_two_way") for s in subjects]
              for c in conds]
     if not any(cell.n for cs in table for cell in cs):
-        log.warning("no imagery cosine values; skipping %s", stem.name)
+        log.warning("no imagery 2-way values; skipping %s", stem.name)
         return []
     fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(conds) * len(subjects) + 2.5), 3.4))
     _grouped_bars(ax, len(subjects), list(zip(labels, table, strict=True)))
-    _chance_line(ax, chance_of(rows, "cosine"))
+    _chance_line(ax, chance_of(rows, "two_way"))
     _category_axis(ax, subjects)
-    ax.set_ylabel("imagery cosine")
-    ax.set_title("Imagery cosine per subject (error bars: 95% CI)", fontsize=9)
+    ax.set_ylabel("imagery 2-way accuracy")
+    ax.set_title("Imagery 2-way identification per subject (error bars: 95% CI)", fontsize=9)
     ax.legend(frameon=False, fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return save_figure(fig, stem)

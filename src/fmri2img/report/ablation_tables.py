@@ -29,6 +29,17 @@ import numpy as np
 import pandas as pd
 
 from fmri2img.io.atomic import write_text
+from fmri2img.report.formatting import (
+    DASH,
+    finite,
+    fmt,
+    fmt_ci,
+    fmt_p,
+    md_escape,
+    num,
+    tex_escape,
+    value_ci,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +47,7 @@ Row = Mapping[str, Any]
 # (method, fraction or None, protocol or None): one bar / one line / one aggregate row
 Key = tuple[str, float | None, str | None]
 
-DASH = "–"
-IMAGERY_METRICS = ("cosine", "two_way", "retrieval_top1")
+IMAGERY_METRICS = ("cosine", "two_way", "retrieval_top1", "cosine_centred")
 PERCEPTION_METRICS = ("cosine", "two_way", "retrieval_top1")
 BY_SET_METRICS = ("cosine", "two_way")
 # strategy of reference rows (ceilings / floors): shown, but never marked "best"
@@ -49,43 +59,12 @@ AGG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("imagery_two_way", "Imagery 2-way"),
     ("imagery_retrieval_top1", "Imagery top-1"),
     ("perception_two_way", "Perception 2-way"),
-    ("gain_vs_direct", "Gain vs direct"),
+    ("gain_vs_direct", "Gain vs direct (primary)"),
 )
 
-_TEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
 
 
 # ---------------------------------------------------------------------------- small helpers
-
-
-def num(x: Any) -> float:
-    """Any value as a float, NaN when missing or not a number (so means can skip it)."""
-    if x is None:
-        return math.nan
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def value_ci(entry: Any) -> tuple[float, float, float]:
-    """(value, lo, hi) of a ``{"value", "ci"}`` metric entry; a bare number has no CI."""
-    if entry is None:
-        return math.nan, math.nan, math.nan
-    if not isinstance(entry, Mapping):
-        return num(entry), math.nan, math.nan
-    ci = entry.get("ci")
-    lo = hi = math.nan
-    if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
-        lo, hi = num(ci[0]), num(ci[1])
-    return num(entry.get("value")), lo, hi
-
-
-def finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)
 
 
 def _first_seen(items: Iterable[Any]) -> list[Any]:
@@ -127,33 +106,6 @@ def method_label(key: Key, with_protocol: bool = False) -> str:
     return f"{method} ({', '.join(extra)})" if extra else method
 
 
-def _fmt(v: float, digits: int = 3) -> str:
-    return f"{v:.{digits}f}" if finite(v) else DASH
-
-
-def _fmt_ci(v: float, lo: float, hi: float) -> str:
-    """``0.712 [0.650, 0.770]``; the bracket is left out when the CI is unknown."""
-    if not finite(v):
-        return DASH
-    if finite(lo) and finite(hi):
-        return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
-    return f"{v:.3f}"
-
-
-def _fmt_p(p: float) -> str:
-    if not finite(p):
-        return ""
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", r"\|")
-
-
-def _tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(c, c) for c in text)
-
-
 def _ci_columns(col: str) -> tuple[str, str]:
     if col == "gain_vs_direct":
         return "gain_lo", "gain_hi"
@@ -192,11 +144,14 @@ def results_frame(rows: Sequence[Row]) -> pd.DataFrame:
             for m in metrics:
                 v, lo, hi = value_ci(entries.get(m))
                 rec[f"{block}_{m}"], rec[f"{block}_{m}_lo"], rec[f"{block}_{m}_hi"] = v, lo, hi
-        vs = r.get("vs_direct") or {}
+        vs = r.get("gain") or {}
         ci = vs.get("ci") or (None, None)
+        rec["primary_metric"] = r.get("primary")
+        rec["loss"] = r.get("loss")
         rec["gain_vs_direct"] = num(vs.get("mean_difference"))
         rec["gain_lo"], rec["gain_hi"] = num(ci[0]), num(ci[1])
         rec["gain_p"] = num(vs.get("p_value"))
+        rec["flags"] = row_flags(r)
         v, lo, hi = value_ci(r.get("transfer_ratio"))
         rec["transfer_ratio"], rec["transfer_ratio_lo"], rec["transfer_ratio_hi"] = v, lo, hi
         rec["train_seconds"] = num(r.get("train_seconds"))
@@ -218,29 +173,41 @@ def results_frame(rows: Sequence[Row]) -> pd.DataFrame:
     return frame
 
 
+def row_flags(r: Row) -> str:
+    """What a reader must know before trusting a row's gain: a shift toward the mean
+    target, or an imagery cosine below a mean-target control's."""
+    flags = []
+    if r.get("mean_shift"):
+        flags.append("mean shift")
+    flags += [f"cosine < {c}" for c in r.get("cosine_below") or []]
+    return "; ".join(flags)
+
+
 def _results_markdown(frame: pd.DataFrame) -> str:
-    header = ["subject", "method", "fraction", "imagery cosine", "imagery 2-way",
-              "imagery top-1", "perception cosine", "perception 2-way", "gain vs direct",
-              "train s", "params"]
+    metric = next((m for m in frame.get("primary_metric", []) if isinstance(m, str)),
+                  "two_way")
+    header = ["subject", "method", "loss", "fraction", "imagery cosine", "imagery 2-way",
+              "imagery top-1", "perception cosine", "perception 2-way",
+              f"gain vs direct ({metric})", "flags", "train s", "params"]
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
+             "|" + "|".join(["---"] * 4 + ["---:"] * 6 + ["---"] + ["---:"] * 2) + "|"]
     for rec in frame.to_dict("records"):
         def ci(col: str, rec: dict[str, Any] = rec) -> str:
-            return _fmt_ci(rec[col], rec[f"{col}_lo"], rec[f"{col}_hi"])
+            return fmt_ci(rec[col], rec[f"{col}_lo"], rec[f"{col}_hi"])
 
-        gain = _fmt_ci(rec["gain_vs_direct"], rec["gain_lo"], rec["gain_hi"])
-        p = _fmt_p(rec["gain_p"])
+        gain = fmt_ci(rec["gain_vs_direct"], rec["gain_lo"], rec["gain_hi"])
+        p = fmt_p(rec["gain_p"])
         if gain != DASH and p:
             gain = f"{gain} ({p})"
         n_params = rec["n_params"]
         cells = [
-            rec["subject"], rec["method"], _fmt_fraction(rec["fraction"]),
+            rec["subject"], rec["method"], rec["loss"] or DASH, _fmt_fraction(rec["fraction"]),
             ci("imagery_cosine"), ci("imagery_two_way"), ci("imagery_retrieval_top1"),
-            ci("perception_cosine"), ci("perception_two_way"), gain,
-            _fmt(rec["train_seconds"], 2),
+            ci("perception_cosine"), ci("perception_two_way"), gain, rec["flags"] or DASH,
+            fmt(rec["train_seconds"], 2),
             DASH if n_params is None or pd.isna(n_params) else f"{int(n_params):,}",
         ]
-        lines.append("| " + " | ".join(_md_escape(str(c)) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_escape(str(c)) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -352,13 +319,13 @@ def _agg_cell_text(cell: Cell, bold: bool, tex: bool) -> str:
 
 def _agg_rows(agg: _Aggregate, tex: bool) -> tuple[list[str], list[list[str]]]:
     """Header and body cells of the aggregate table (shared by LaTeX and Markdown)."""
-    esc = _tex_escape if tex else _md_escape
+    esc = tex_escape if tex else md_escape
     header = ["Method"]
     if agg.show_fraction:
         header.append("Fraction")
     if agg.show_protocol:
         header.append("Protocol")
-    header += [h for _, h in AGG_COLUMNS]
+    header += [h for _, h in AGG_COLUMNS] + ["Flags"]
     body = []
     for cond, cells in zip(agg.conditions, agg.cells, strict=True):
         method, fraction, protocol = cond.key
@@ -373,8 +340,39 @@ def _agg_rows(agg: _Aggregate, tex: bool) -> tuple[list[str], list[list[str]]]:
             bold = (not cond.is_bound and cell.n > 0 and best is not None
                     and cell.mean == best)
             line.append(_agg_cell_text(cell, bold, tex))
+        line.append(esc(_flag_counts(cond.frame)))
         body.append(line)
     return header, body
+
+
+def _flag_counts(sub: pd.DataFrame) -> str:
+    """``mean shift 3/4; cosine < mean_target 4/4``: subjects with each flag."""
+    n = int(sub["subject"].nunique())
+    counts: dict[str, set] = {}
+    for subj, flags in zip(sub["subject"], sub.get("flags", [""] * len(sub)), strict=True):
+        for f in filter(None, str(flags or "").split("; ")):
+            counts.setdefault(f, set()).add(subj)
+    return "; ".join(f"{f} {len(v)}/{n}" for f, v in counts.items()) or "-"
+
+
+def _legend(agg: _Aggregate, tex: bool) -> str:
+    metric = _primary_name(agg)
+    return (f"{_spread_phrase(agg, tex)}; best per column in bold (reference bounds and "
+            "mean-target controls excluded). Imagery cosine, 2-way identification and top-1 "
+            "retrieval of decoded imagery; perception 2-way of the same decoder on "
+            f"perception trials; gain = imagery {metric} minus that of the direct decoder, "
+            "paired over targets. Flags: mean shift = cosine up over direct transfer while "
+            "2-way or top-1 falls significantly (a pull toward the mean target, not an "
+            "imagery gain); cosine < mean_target = a lower imagery cosine than predicting "
+            "the mean training target for every item")
+
+
+def _primary_name(agg: _Aggregate) -> str:
+    for c in agg.conditions:
+        for m in c.frame.get("primary_metric", []):
+            if isinstance(m, str):
+                return {"two_way": "2-way", "retrieval_top1": "top-1"}.get(m, m)
+    return "2-way"
 
 
 def _spread_phrase(agg: _Aggregate, tex: bool) -> str:
@@ -397,14 +395,10 @@ def chance_of(rows: Sequence[Row], metric: str) -> float | None:
 
 def _latex_table(agg: _Aggregate) -> str:
     header, body = _agg_rows(agg, tex=True)
-    n_text = len(header) - len(AGG_COLUMNS)
-    spec = "l" * n_text + "r" * len(AGG_COLUMNS)
-    caption = (
-        f"Perception-to-imagery ablation. {_spread_phrase(agg, tex=True)}; best per column in "
-        "bold (reference bounds excluded). Imagery cosine, 2-way identification and top-1 "
-        "retrieval of decoded imagery; perception 2-way of the same decoder on perception "
-        "trials; gain = imagery cosine minus that of the direct decoder, paired over targets."
-    )
+    n_text = len(header) - len(AGG_COLUMNS) - 1
+    spec = "l" * n_text + "r" * len(AGG_COLUMNS) + "l"
+    caption = tex_escape(f"Perception-to-imagery ablation. {_legend(agg, tex=False)}.")
+    caption = caption.replace("±", r"$\pm$")
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -425,21 +419,14 @@ def _latex_table(agg: _Aggregate) -> str:
 
 def _formatted_markdown(agg: _Aggregate, rows: Sequence[Row]) -> str:
     header, body = _agg_rows(agg, tex=False)
-    n_text = len(header) - len(AGG_COLUMNS)
+    n_text = len(header) - len(AGG_COLUMNS) - 1
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * n_text + ["---:"] * len(AGG_COLUMNS)) + "|"]
+             "|" + "|".join(["---"] * n_text + ["---:"] * len(AGG_COLUMNS) + ["---"]) + "|"]
     lines += ["| " + " | ".join(line) + " |" for line in body]
     chances = [(name, chance_of(rows, m)) for name, m in
                (("2-way", "two_way"), ("top-1", "retrieval_top1"))]
     chance_text = ", ".join(f"{name} {c:.3g}" for name, c in chances if c is not None)
-    legend = (
-        f"{_spread_phrase(agg, tex=False)}; best per column in **bold** (reference bounds "
-        "excluded). Imagery cosine / 2-way / top-1: decoded imagery vs its target embedding "
-        "(cosine similarity, 2-way identification accuracy, top-1 retrieval); perception "
-        "2-way: the same decoder on perception trials; gain vs direct: imagery cosine minus "
-        "that of the direct perception decoder, paired over targets"
-        + (f"; chance: {chance_text}." if chance_text else ".")
-    )
+    legend = _legend(agg, tex=False) + (f"; chance: {chance_text}." if chance_text else ".")
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 def make_console() -> Console:
     """A console wide enough for the tables when output goes to a file or a pipe."""
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def summary_tables(perception: list[dict], imagery: list[dict]) -> list[Table]:
@@ -60,26 +60,51 @@ def print_summary(perception: list[dict], imagery: list[dict], console: Console 
         console.print(table)
 
 
-def _ci(m: dict[str, Any]) -> str:
+def _ci(m: dict[str, Any] | None) -> str:
+    if not m or m.get("value") is None:
+        return "-"
     return f"{m['value']:.2f} [{m['ci'][0]:.2f},{m['ci'][1]:.2f}]"
 
 
-def print_h1_table(rows: list[dict[str, Any]], console: Console) -> None:
+def print_h1_table(rows: list[dict[str, Any]], console: Console,
+                   comparisons: list[dict[str, Any]] | None = None) -> None:
+    metric = rows[0]["transfer_ratio"]["metric"] if rows else "two_way"
     table = Table(title="H1: perception-trained decoders on perception and imagery, "
                   "value [95% CI]")
-    for col in ("subject", "model", "perc. top-1", "perc. 2-way", "vision 2-way",
-                "imagery 2-way", "ratio (cosine)", "ratio (2-way)"):
+    for col in ("subject", "model", "perc. top-1", "perc. 2-way", "perc. cosine",
+                "vision 2-way", "imagery 2-way", "imagery cosine", f"ratio ({metric})",
+                "ratio (cosine)"):
         table.add_column(col, justify="right" if col not in ("subject", "model") else "left",
                          no_wrap=True)
     for r in rows:
         table.add_row(
             r["subject"], r["model"],
             f"{_ci(r['perception']['retrieval_top1'])} /{r['perception_pool']}",
-            _ci(r["perception"]["two_way"]), _ci(r["vision"]["two_way"]),
-            _ci(r["imagery"]["two_way"]), _ci(r["transfer_ratio"]),
-            _ci(r["transfer_ratio_two_way"]),
+            _ci(r["perception"]["two_way"]), _ci(r["perception"]["cosine"]),
+            _ci(r["vision"]["two_way"]), _ci(r["imagery"]["two_way"]),
+            _ci(r["imagery"]["cosine"]), _ci(r["transfer_ratio"]),
+            _ci(r["transfer_ratio_cosine"]),
         )
     console.print(table)
     console.print("perc. = NSD perception test images (top-1 in pools of /N); vision and "
                   "imagery = the 12 simple + complex NSD-Imagery targets (2-way chance 0.5); "
                   "ratio = (imagery - chance) / (vision - chance), repetitions matched")
+    if comparisons:
+        t = Table(title="Decoders compared on the same perception test images: paired "
+                        "difference [95% CI]")
+        for col in ("subject", "pair", "top-1", "2-way", "cosine"):
+            t.add_column(col, justify="left" if col in ("subject", "pair") else "right",
+                         no_wrap=True)
+        for c in comparisons:
+            t.add_row(c["subject"], f"{c['a']} - {c['b']}",
+                      *(_diff(c["metrics"].get(k)) for k in ("retrieval_top1", "two_way",
+                                                            "cosine")))
+        console.print(t)
+        console.print("* : the CI excludes 0 (the two decoders differ by more than it)")
+
+
+def _diff(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "-"
+    star = " *" if c["ci"][0] > 0 or c["ci"][1] < 0 else ""
+    return f"{c['mean_difference']:+.3f} [{c['ci'][0]:+.3f},{c['ci'][1]:+.3f}]{star}"

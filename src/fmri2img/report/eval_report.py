@@ -83,6 +83,17 @@ def render_readme(result: dict[str, Any]) -> str:
     for name, v in result["bounds"].items():
         lines.append(f"| {name} | {v['cosine']:.3f} | {v['two_way']:.3f} | "
                      f"{v['retrieval_top1']:.3f} |")
+    for name, c in (result.get("controls") or {}).items():
+        o = c["overall"]
+        lines.append(f"| {name} ({c['prediction']}) | {o['cosine']:.3f} | "
+                     f"{o['two_way']:.3f} | {o.get('retrieval_top1', float('nan')):.3f} |")
+    if result.get("controls"):
+        lines += ["", "The mean-target rows predict every item with the mean training "
+                  "target: their cosine is high because every target shares that direction, "
+                  "their identification is at chance. A decoder whose cosine is below theirs "
+                  "has learnt less about its targets than their mean; judge by 2-way and "
+                  "retrieval, and by `cosine_centred` (prediction and target minus that "
+                  "mean)."]
     lines += ["", "Files: `metrics.json` (everything above, plus per-stimulus values), "
               "`per_trial.csv` (single-trial predictions: cosine to their target, 2-way and "
               "retrieval rank among the scored targets), `config_resolved.yaml`.", ""]

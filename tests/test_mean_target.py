@@ -155,3 +155,23 @@ def test_no_shift_no_flag_and_a_real_gain_counts() -> None:
     assert summary["mixed"]["significant_imagery_gain"] >= 3
     assert hypotheses(rows, "two_way", n_resamples=500)["H2"]["verdict"].startswith(
         "imagery gain")
+
+
+def test_decoders_compared_on_the_same_items() -> None:
+    """Two decoders whose marginal CIs overlap still differ when the difference is paired
+    over the same images."""
+    from fmri2img.analysis.decoders import compare_decoders
+    from fmri2img.eval.stats import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.5, 1.0, 300)  # item difficulty dominates the spread
+    items = {f"i{k}": k for k in range(300)}
+    a = {k: float(base[i] + 0.01) for k, i in items.items()}
+    b = {k: float(base[i] + 0.01 * rng.standard_normal() * 0.1) for k, i in items.items()}
+    (res,) = compare_decoders({"a": {"two_way": a}, "b": {"two_way": b}}, 1000, 0)
+    diff = res["metrics"]["two_way"]
+    assert (res["a"], res["b"]) == ("a", "b") and diff["n"] == 300
+    assert diff["ci"][0] > 0  # paired: clearly different
+    lo_a, _ = bootstrap_ci(np.array(list(a.values())), n_resamples=1000, seed=0)
+    _, hi_b = bootstrap_ci(np.array(list(b.values())), n_resamples=1000, seed=0)
+    assert lo_a < hi_b  # marginal CIs overlap

@@ -9,27 +9,17 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any
 
-from fmri2img.eval.stats import paired_difference_test
+from fmri2img.analysis.hypotheses import paired
 
 
 def compare_decoders(per_item: dict[str, dict[str, dict[str, float]]], n_resamples: int,
                      seed: int) -> list[dict[str, Any]]:
     """Every pair of decoders (``{model: {metric: {item: value}}}``), each metric they
-    share: mean paired difference (a - b) over the shared items, bootstrap CI and
-    sign-flip p."""
+    share: mean paired difference (a - b) over the shared items, bootstrap CI, sign-flip
+    p and Cohen's d_z."""
     out = []
     for a, b in combinations(per_item, 2):
-        metrics = {}
-        for m in per_item[a]:
-            if m not in per_item[b]:
-                continue
-            keys = sorted(set(per_item[a][m]) & set(per_item[b][m]))
-            if len(keys) < 2:
-                continue
-            r = paired_difference_test([per_item[a][m][k] for k in keys],
-                                       [per_item[b][m][k] for k in keys],
-                                       n_resamples=n_resamples, seed=seed)
-            metrics[m] = {"mean_difference": r.mean_difference, "ci": list(r.ci),
-                          "p_value": r.p_value, "n": r.n}
-        out.append({"a": a, "b": b, "metrics": metrics})
+        metrics = {m: paired(per_item[a][m], per_item[b].get(m), n_resamples, seed)
+                   for m in per_item[a]}
+        out.append({"a": a, "b": b, "metrics": {m: v for m, v in metrics.items() if v}})
     return out

@@ -44,7 +44,7 @@ NAMES = {"two_way": "2-way identification", "retrieval_top1": "top-1 retrieval",
          "cosine": "cosine", "cosine_centred": "centred cosine"}
 
 
-def _paired(a: dict[str, float] | None, b: dict[str, float] | None, n_resamples: int,
+def paired(a: dict[str, float] | None, b: dict[str, float] | None, n_resamples: int,
             seed: int, strata: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Paired comparison over the shared keys; ``strata`` (key -> stimulus set) makes the
     CI a stratified bootstrap, as the targets were dealt by set."""
@@ -135,7 +135,7 @@ def add_comparisons(rows: list[dict[str, Any]], primary: PrimaryMetric = "two_wa
                method: str = r["method"]) -> dict[str, Any] | None:
             if other is None or other["method"] == method:
                 return None
-            res = {m: _paired(pt.get(m), other["per_target"].get(m), n_resamples, seed, sets)
+            res = {m: paired(pt.get(m), other["per_target"].get(m), n_resamples, seed, sets)
                    for m in metrics}
             return {m: v for m, v in res.items() if v is not None} or None
 
@@ -214,7 +214,7 @@ def h2(rows: list[dict[str, Any]], primary: PrimaryMetric, n_resamples: int,
         cost = None
         pm, pd_ = mixed.get("perception_per_item"), direct.get("perception_per_item")
         if pm and pd_:
-            cost = _paired(pm.get(primary), pd_.get(primary), n_resamples, seed)
+            cost = paired(pm.get(primary), pd_.get(primary), n_resamples, seed)
         per[s] = {"imagery_gain": (mixed.get("vs_direct") or {}).get(primary),
                   "imagery_gain_cosine": (mixed.get("vs_direct") or {}).get("cosine"),
                   "vs_control": (mixed.get("vs_control") or {}).get(primary),
@@ -260,7 +260,7 @@ def _across(rows: list[dict[str, Any]], a: str, b: str, getter: Any, n_resamples
         if ra is not None and rb is not None and getter(ra) is not None \
                 and getter(rb) is not None:
             pa[s], pb[s] = getter(ra), getter(rb)
-    return _paired(pa, pb, n_resamples, seed)
+    return paired(pa, pb, n_resamples, seed)
 
 
 def h3(rows: list[dict[str, Any]], primary: PrimaryMetric, n_resamples: int, seed: int,
@@ -271,10 +271,10 @@ def h3(rows: list[dict[str, Any]], primary: PrimaryMetric, n_resamples: int, see
         a, f = _find(rows, s, adapter), _find(rows, s, "finetune")
         if a is None or f is None:
             continue
-        per[s] = {"difference": _paired(a["per_target"].get(primary),
+        per[s] = {"difference": paired(a["per_target"].get(primary),
                                         f["per_target"].get(primary), n_resamples, seed,
                                         a.get("per_target_set")),
-                  "difference_cosine": _paired(a["per_target"].get("cosine"),
+                  "difference_cosine": paired(a["per_target"].get("cosine"),
                                                f["per_target"].get("cosine"), n_resamples,
                                                seed, a.get("per_target_set")),
                   "adapter_seconds": a["train_seconds"], "finetune_seconds": f["train_seconds"],

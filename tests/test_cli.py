@@ -58,13 +58,14 @@ def test_study_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert main(args) == 0
     text = capsys.readouterr().out
     for word in ("Perception", "Voxels per ROI", "NSD-Imagery", "subj01", "subj05", "ventral",
-                 "H1", "ridge", "two_stage", "ratio (cosine)"):
+                 "H1", "ridge", "two_stage", "ratio (cosine)", "Vision-imagery RSA",
+                 "Crossover"):
         assert word in text
     for name in ("summary.json", "study_config.yaml", "study_result.json",
                  "indices/subj01_nsd.parquet", "indices/subj05_imagery.parquet",
                  "indices/subj01_nsd.splits.json", "data/ground_truth.json",
                  "decoders/subj05/mlp/checkpoints/decoder.pt",
-                 "eval/subj01/two_stage/imagery/metrics.json"):
+                 "eval/subj01/two_stage/imagery/metrics.json", "rsa/rsa.json", "rsa/rsa.md"):
         assert (out / name).exists(), name
     # a second run reuses the simulation and the caches
     assert main(args) == 0

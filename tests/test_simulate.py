@@ -424,34 +424,47 @@ def test_tuning_low_level_early_semantic_ventral(small: tuple[Path, SimulationCo
     gt = load_ground_truth(root)
     rows = np.random.default_rng(0).choice(gt.n_universe, 1500, replace=False)
     z_low, z_sem = gt.stimuli["z_low"][rows], gt.stimuli["z_sem"][rows]
+    layout = gt.stimuli["layout"][rows]
+    # Low-level content: the global features and the contrast map's leading components.
+    centred = layout - layout.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    low = np.c_[z_low, centred @ vt[:20].T]
     for s in SUBJ:
         m = gt.voxel_model(s)
-        clean = m.perception_signal(z_low, z_sem)
-        r_low, r_sem = _r2(clean, z_low), _r2(clean, z_sem)
+        clean = m.perception_signal(z_low, z_sem, layout)
+        r_low, r_sem = _r2(clean, low), _r2(clean, z_sem)
         early, ventral = m.stream == STREAMS["early"], m.stream == STREAMS["ventral"]
         assert r_low[early].mean() > r_sem[early].mean() + 0.3
         assert r_sem[ventral].mean() > r_low[ventral].mean() + 0.3
 
 
-def _snr_ratio(gt, s: int) -> dict[str, float]:
-    """Imagery / perception SNR of the 12 scored targets, noise-free signal, per stream."""
-    keys = [t["key"] for t in gt.info["imagery_targets"] if t["set"] in "AB"]
-    z_low, z_sem = gt.latents(keys)
+def _snr_ratio(gt, s: int, sets: str = "AB") -> dict[str, float]:
+    """Imagery / perception SNR of the scored targets of ``sets``, noise-free signal, per
+    stream."""
+    keys = [t["key"] for t in gt.info["imagery_targets"] if t["set"] in sets]
+    latents = gt.latents(keys)
     m = gt.voxel_model(s)
-    perc = m.perception_signal(z_low, z_sem).var(axis=0) / m.noise_sd**2
-    imag = m.imagery_signal(z_low, z_sem).var(axis=0) / (m.noise_sd * m.imagery_noise_factor) ** 2
+    perc = m.perception_signal(*latents).var(axis=0) / m.noise_sd**2
+    imag = m.imagery_signal(*latents, gt.simple(keys)).var(axis=0) / (
+        m.noise_sd * m.imagery_noise_factor) ** 2
     return {n: imag[m.stream == k].mean() / perc[m.stream == k].mean()
             for n, k in STREAMS.items()}
 
 
-def test_imagery_snr_falls_most_in_early_cortex(small: tuple[Path, SimulationConfig]) -> None:
-    root, _ = small
+def test_imagery_keeps_structure_of_simple_shapes_only(small: tuple[Path, SimulationConfig]
+                                                      ) -> None:
+    """Reads imagery_simple_gain > imagery_coarse_gain: imagined bars and crosses keep their
+    low-level structure in early cortex; imagined natural images keep semantics best."""
+    root, cfg = small
+    assert cfg.imagery_simple_gain > cfg.imagery_coarse_gain
     gt = load_ground_truth(root)
     assert gt.info["null"] is False
     for s in SUBJ:
         ratio = _snr_ratio(gt, s)
         assert all(r < 0.5 for r in ratio.values())
-        assert ratio["early"] < ratio["ventral"] and ratio["early"] < ratio["lateral"]
+        natural, simple = _snr_ratio(gt, s, "B"), _snr_ratio(gt, s, "A")
+        assert natural["early"] < natural["ventral"] and natural["early"] < natural["lateral"]
+        assert simple["early"] > natural["early"]
     gains = [gt.info["subjects"][f"subj{s:02d}"]["imagery_gains"]["sem"] for s in SUBJ]
     assert gains[0] != gains[1]  # a per-subject fingerprint
 
@@ -462,21 +475,23 @@ def test_null_imagery_equals_perception(null_small: tuple[Path, SimulationConfig
     assert gt.info["null"] is True
     assert gt.info["derived"]["imagery_effective"]["low_gain"] == 1.0
     keys = [t["key"] for t in gt.info["imagery_targets"]]
-    z_low, z_sem = gt.latents(keys)
+    latents = gt.latents(keys)
     for s in SUBJ:
         m = gt.voxel_model(s)
-        assert np.allclose(m.imagery_signal(z_low, z_sem), m.perception_signal(z_low, z_sem))
+        assert np.allclose(m.imagery_signal(*latents, gt.simple(keys)),
+                           m.perception_signal(*latents))
         assert all(abs(r - 1.0) < 1e-9 for r in _snr_ratio(gt, s).values())
         assert np.allclose(gt.imagery_trials(s)["vividness_gain"], 1.0)
 
 
-def _target_variance(root: Path, task: str) -> dict[str, float]:
-    """Between-target signal variance of the 12 scored targets, from the betas (noise
-    variance of the means removed), averaged over voxels of each stream and subject."""
+def _target_variance(root: Path, task: str, sets: str = "AB") -> dict[str, float]:
+    """Between-target signal variance of the scored targets of ``sets``, from the betas
+    (noise variance of the means removed), averaged over voxels of each stream and
+    subject."""
     gt = load_ground_truth(root)
     d = gt.imagery_design()
-    codes = [t["code"] for t in gt.info["imagery_targets"] if t["set"] in "AB"]
-    sel = ((d.task == task) & d.stim_set.isin(["A", "B"])).to_numpy()
+    codes = [t["code"] for t in gt.info["imagery_targets"] if t["set"] in sets]
+    sel = ((d.task == task) & d.stim_set.isin(list(sets))).to_numpy()
     out: dict[str, list[float]] = {"early": [], "high": [], "all": []}
     for s in SUBJ:
         mask = _mask(root, s)
@@ -496,6 +511,9 @@ def test_imagery_weaker_in_data(small: tuple[Path, SimulationConfig],
                                 null_small: tuple[Path, SimulationConfig]) -> None:
     vision, imagery = _target_variance(small[0], "vision"), _target_variance(small[0], "imagery")
     assert imagery["all"] < 0.5 * vision["all"]
+    # Natural images lose most in early cortex (simple shapes keep their structure there).
+    vision, imagery = (_target_variance(small[0], "vision", "B"),
+                       _target_variance(small[0], "imagery", "B"))
     assert imagery["early"] / vision["early"] < imagery["high"] / vision["high"]
     vision, imagery = (_target_variance(null_small[0], "vision"),
                        _target_variance(null_small[0], "imagery"))
@@ -519,6 +537,15 @@ def test_ground_truth_files(small: tuple[Path, SimulationConfig]) -> None:
     assert info["config"]["seed"] == cfg.seed and info["derived"]["n_shared"] == cfg.n_shared
     assert {c["name"] for c in info["derived"]["categories"]} >= {"zebra", "banana"}
     assert len(info["imagery_targets"]) == 18
+    for name in ("imagery_simple_gain", "imagery_coarse_gain", "imagery_layout_blur",
+                 "layout_share", "prf_size_factor", "embed_private_sd"):
+        assert name in info["config"]
+    effective = info["derived"]["imagery_effective"]
+    assert effective["simple_gain"] == cfg.imagery_simple_gain
+    with np.load(root / info["arrays"]["stimuli"]) as stimuli:
+        grid = cfg.layout_grid
+        assert stimuli["layout"].shape == (stimuli["z_sem"].shape[0], grid * grid)
+        assert stimuli["simple"].sum() >= 6  # the six set-A targets at least
     for s in SUBJ:
         sub = info["subjects"][f"subj{s:02d}"]
         assert sub["nsdgeneral_voxels"] == cfg.nsdgeneral_voxels_for(s)
@@ -578,9 +605,45 @@ def test_simulate_options_take_every_generative_parameter(tmp_path: Path) -> Non
     assert default.n_shared == 300 and default.noise_sd == PRESETS["default"]["noise_sd"]
     over = SimulateOptions(out=tmp_path / "y", parameters={"noise_sd": 20}).simulation()
     assert over.noise_sd == 20 and over.n_shared == 300
-    for bad in ({"bogus": 1}, {"noise_sd": "loud"}, {"n_shared": 10_000}):
+    # the imagery-realism parameters (issue 17) are options like every other
+    real = SimulateOptions(out=tmp_path / "y", parameters={
+        "imagery_simple_gain": 0.3, "layout_grid": 8, "embed_private_sd": 0.0}).simulation()
+    assert (real.imagery_simple_gain, real.layout_grid, real.embed_private_sd) == (0.3, 8, 0.0)
+    for bad in ({"bogus": 1}, {"noise_sd": "loud"}, {"n_shared": 10_000},
+                {"layout_share": {**saved["layout_share"], "early": 1.5}},
+                {"imagery_simple_gain": -1}):
         path.write_text(yaml.safe_dump({"out": str(tmp_path / "z"), "scale": "small", **bad}))
         assert main(["simulate", "--config", str(path)]) == 2
         assert not (tmp_path / "z").exists()
     assert main(["simulate", "--out", str(tmp_path / "z"), "--scale", "small",
                  "--parameters", "bogus=1"]) == 2
+
+
+def test_contrast_maps_and_prfs(small: tuple[Path, SimulationConfig]) -> None:
+    """The layout channel sees where a bar is: a horizontal bar's contrast lies along the
+    middle row, a vertical one's along the middle column; pRFs sit in the contralateral
+    hemifield; blurring keeps a map's mass and lowers its peak."""
+    from fmri2img.data.simulate.layout import blur, prf_weights
+
+    root, cfg = small
+    gt = load_ground_truth(root)
+    g = cfg.layout_grid
+    h, v = (gt.stimuli["layout"][gt.row(f"nsdimagery:{c}")].reshape(g, g) for c in "HV")
+    # Both share the background (its luminance gradient included); the bars differ.
+    d = h - v
+    mid = slice(g // 2 - 1, g // 2 + 1)
+    off = np.r_[0:g // 2 - 3, g // 2 + 3:g]
+    assert d[mid, off].mean() > 0.1 and d[off][:, mid].mean() < -0.1
+    assert abs(d[np.ix_(off, off)]).max() < 0.02  # away from both bars: the same
+    m = gt.voxel_model(1)
+    early = m.stream == STREAMS["early"]
+    w = m.receptive_fields
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    left_hemi = m.xyz[:, 0] < (gt.info["subjects"]["subj01"]["volume_shape"][0] - 1) / 2
+    assert (m.prf_centre[early & left_hemi, 0] > 0).all()
+    assert (m.prf_centre[early & ~left_hemi, 0] < 0).all()
+    soft = blur(h.ravel()[None], 1.5)
+    assert soft.max() < h.max() and abs(soft.sum() - h.sum()) < 0.1 * h.sum()
+    one = prf_weights(np.zeros((1, 2)), np.array([0.05]), g)
+    assert one.argmax() in {(g // 2 - 1) * g + g // 2 - 1, (g // 2) * g + g // 2,
+                            (g // 2 - 1) * g + g // 2, (g // 2) * g + g // 2 - 1}

@@ -28,6 +28,7 @@ from fmri2img.experiments.ablation import AblationConfig, run_ablation
 from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
+from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
 from fmri2img.experiments.methods import METHODS
 from fmri2img.experiments.study import StudyConfig, run_study
 from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
@@ -124,6 +125,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     evaluate(config_from_args(EvalConfig, args))
 
 
+def cmd_imagery_rsa(args: argparse.Namespace) -> None:
+    cfg = config_from_args(ImageryRSAConfig, args)
+    run_imagery_rsa(cfg)
+    Console().print((cfg.output_dir / "rsa.md").read_text())
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     run_study(config_from_args(StudyConfig, args))
 
@@ -175,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
              "verdicts", cmd_ablate, AblationConfig, extra={"methods": {"choices": methods}})
     _command(sub, "eval", "score a decoder on perception or imagery trials", cmd_eval,
              EvalConfig, extra={"adapter_type": {"choices": ["auto", *adapters]}})
+    _command(sub, "imagery-rsa", "vision-imagery RSA per subject, stimulus set and ROI, "
+             "with group means and sign-flip p-values", cmd_imagery_rsa, ImageryRSAConfig)
     _command(sub, "study", "the main job: simulate (or use --nsd-root), index, train, "
              "evaluate, ablate", cmd_study, StudyConfig, extra={
                  "models": {"choices": decoders, "nargs": "*"},

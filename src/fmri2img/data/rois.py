@@ -58,7 +58,8 @@ def atlas_names(paths: NSDPaths, subject: int, atlas: str) -> dict[int, str]:
     return names or dict(ROI_LABELS.get(atlas, {}))
 
 
-def _label_ids(selection: RoiSelection, names: dict[int, str], path: Path) -> list[int]:
+def label_ids(selection: RoiSelection, names: dict[int, str], path: Path) -> list[int]:
+    """Label numbers of a selection's names (or numbers), checked against the atlas."""
     by_name = {v.lower(): k for k, v in names.items()}
     ids = []
     for label in selection.labels:
@@ -93,7 +94,7 @@ def load_selection(
     vol = read_label_volume(roi_path)
     names = atlas_names(paths, subject, selection.atlas)
     if selection.labels:
-        ids = _label_ids(selection, names, roi_path)
+        ids = label_ids(selection, names, roi_path)
         mask = np.isin(vol, ids)
     else:
         ids = sorted(int(v) for v in np.unique(vol) if v >= 1)

@@ -24,6 +24,7 @@ from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.data.simulate import SimulationConfig, simulate
 from fmri2img.data.summary import summarize_imagery, summarize_perception, write_summary
+from fmri2img.errors import DataError
 from fmri2img.experiments.ablation import (
     AblationConfig,
     check_methods,
@@ -31,6 +32,7 @@ from fmri2img.experiments.ablation import (
     run_ablation,
 )
 from fmri2img.experiments.h1 import H1Config, run_h1
+from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
 from fmri2img.experiments.train_decoder import checkpoint_path
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models import registry
@@ -74,6 +76,8 @@ class StudyConfig(StrictModel):
         "mixed_infonce", "finetune", "finetune_infonce", "imagery_only"],
         description="ablation methods (each runs with its matched control; mixed_infonce "
                     "only on a gradient-trained decoder)")
+    rsa: bool = Field(True, description="the vision-imagery RSA table of the imagery indices "
+                                        "(imagery-rsa)")
     primary_metric: PrimaryMetric = Field(
         "two_way", description="what H1-H3 and the methods' verdicts judge by")
     ablation_permutations: int = Field(
@@ -131,6 +135,21 @@ def run_study_ablation(cfg: StudyConfig, idx_dir: Path, targets: Path,
             "seconds": out["seconds"]}
 
 
+def run_study_rsa(cfg: StudyConfig, idx_dir: Path, console: Console) -> dict[str, Any] | None:
+    """The vision-imagery RSA table; skipped with a warning where the indices lack an
+    atlas it needs (the main job goes on)."""
+    rcfg = ImageryRSAConfig(
+        imagery_index=[idx_dir / f"{subject_name(s)}_imagery.parquet" for s in cfg.subjects],
+        output_dir=cfg.out / "rsa", seed=cfg.seed, n_bootstrap=cfg.n_bootstrap)
+    try:
+        rsa = run_imagery_rsa(rcfg)
+    except DataError as exc:
+        log.warning("vision-imagery RSA table skipped: %s", exc)
+        return None
+    console.print((rcfg.output_dir / "rsa.md").read_text())
+    return {k: rsa[k] for k in ("group", "contrasts", "second_order")}
+
+
 def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
     console = console or make_console()
     t0 = time.perf_counter()
@@ -152,6 +171,8 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
     write_summary(cfg.out / "summary.json", perception, imagery)
     print_summary(perception, imagery, console)
     result: dict[str, Any] = {"root": str(root), "perception": perception, "imagery": imagery}
+    if cfg.rsa:
+        result["rsa"] = run_study_rsa(cfg, idx_dir, console)
     if cfg.models:
         targets = cfg.targets or root / "targets" / "clip_like.parquet"
         rows = run_h1(H1Config(out=cfg.out, indices=idx_dir, targets=targets,

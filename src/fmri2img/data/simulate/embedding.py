@@ -2,11 +2,13 @@
 
     e = normalise( S z + w_nl * N(z, l) + w_low * L l )
 
-``S z`` is a linear map of the centred semantic latent, ``N`` a one-hidden-layer tanh map
-of both latents, ``L l`` a linear map of the low-level latent; each term is scaled to unit
-RMS norm over the universe, so ``w_nl`` and ``w_low`` are their weights relative to the
-semantic term. Words embed through the same map, with their semantic latent and a neutral
-(zero) low-level latent.
+``z`` is the semantic latent plus the stimulus's private part (what the embedding model
+sees of a stimulus and the brain does not; ``embed_private_sd``), ``S z`` a linear map of
+it, centred, ``N`` a one-hidden-layer tanh map of both latents, ``L l`` a linear map of
+the low-level latent; each term is scaled to unit RMS norm over the universe, so ``w_nl``
+and ``w_low`` are their weights relative to the semantic term. Words embed through the
+same map, with their semantic latent (and private part) and the mean low-level latent of
+their exemplars.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def make_embedding_model(cfg: SimulationConfig, bank: StimulusBank) -> Embedding
     rng = stream(cfg.seed, "embedding")
     d_sem, d_low = cfg.sem_dim, len(LOW_FEATURES)
     dim, hidden = cfg.embed_dim, cfg.embed_hidden
-    universe = bank.z_sem[: bank.n_universe].astype(np.float64)
+    universe = bank.z_embedding(slice(0, bank.n_universe)).astype(np.float64)
     centre = universe.mean(axis=0)
     scale = float(universe.std())
     model = EmbeddingModel(

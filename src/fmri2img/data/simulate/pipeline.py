@@ -41,6 +41,7 @@ from fmri2img.data.simulate.imagery_design import (
     stiminfo_table,
     subject_imagery,
 )
+from fmri2img.data.simulate.layout import contrast_maps
 from fmri2img.data.simulate.render import blank_image, render_rows, stamp_cue
 from fmri2img.data.simulate.seeding import stream
 from fmri2img.data.simulate.stimuli import (
@@ -134,6 +135,7 @@ def simulate(out_dir: str | Path, cfg: SimulationConfig, *, progress: bool | Non
     cats = make_categories(cfg)
     roles = choose_roles(cfg, design.sharedix)
     bank = build_bank(cfg, cats, roles)
+    bank.layout = contrast_maps(cfg, bank, cats)
     basis = imagery_basis(cfg, bank)
     embedder = make_embedding_model(cfg, bank)
     idesign = make_imagery_design(cfg, bank, roles, design.sharedix)
@@ -232,7 +234,7 @@ def _write_embeddings(root: Path, cfg: SimulationConfig, bank: StimulusBank, cat
             keys.append(imagery_key(t.code))
             rows.append(t.bank_row)
             stimulus_ids.append(None)
-    emb = embedder.embed(bank.z_sem[rows], bank.z_low[rows])
+    emb = embedder.embed(bank.z_embedding(rows), bank.z_low[rows])
     captions = [caption(bank, cats, r, cfg.size_range) for r in rows]
     write_embedding_table(
         root / EMBEDDING_TABLE, keys, emb, stimulus_ids=stimulus_ids, captions=captions,
@@ -256,7 +258,7 @@ def _simulate_subject(cfg: SimulationConfig, paths: NSDPaths, subject: int, desi
                       ) -> dict[str, Any]:
     t0 = time.perf_counter()
     anat = make_anatomy(cfg, subject)
-    model = make_voxel_model(cfg, anat, bank, basis)
+    model = make_voxel_model(cfg, anat, bank, basis, bank.layout)
     brain = make_brain_voxels(cfg, anat, model)
     _write_rois(paths, anat)
     n_sessions = cfg.sessions_for(subject)
@@ -270,7 +272,8 @@ def _simulate_subject(cfg: SimulationConfig, paths: NSDPaths, subject: int, desi
 
         def signal(a: int, b: int, trial_ids: np.ndarray = trial_ids) -> np.ndarray:
             rows = trial_ids[a:b]
-            return model.perception_signal(bank.z_low[rows], bank.z_sem[rows])
+            return model.perception_signal(bank.z_low[rows], bank.z_sem[rows],
+                                           bank.layout[rows])
 
         drift = _write_session(
             cfg, paths, anat, brain, model, session, signal,
@@ -313,7 +316,8 @@ def _simulate_subject(cfg: SimulationConfig, paths: NSDPaths, subject: int, desi
         "nsdgeneral_voxels": int(anat.visual.sum()),
         "roi_counts": anat.roi_counts(),
         "sessions": n_sessions,
-        "imagery_gains": {"low": model.imagery_low_gain, "sem": model.imagery_sem_gain},
+        "imagery_gains": {"low": model.imagery_low_gain, "coarse": model.imagery_coarse_gain,
+                          "simple": model.imagery_simple_gain, "sem": model.imagery_sem_gain},
         "imagery_noise_factor": model.imagery_noise_factor,
         "imagery_participating_voxels": int(model.imagery_participation.sum()),
         "vivid_reports": int(np.nansum(imagery.behaviour["Value"].to_numpy()[
@@ -346,16 +350,19 @@ def _imagery_signal(cfg: SimulationConfig, model: VoxelModel, bank: StimulusBank
     task = x.task.to_numpy()
     rows = x.bank_row.to_numpy()
     vis = np.flatnonzero(task == "vision")
-    out[vis] = model.perception_signal(bank.z_low[rows[vis]], bank.z_sem[rows[vis]])
+    out[vis] = model.perception_signal(bank.z_low[rows[vis]], bank.z_sem[rows[vis]],
+                                       bank.layout[rows[vis]])
     img = np.flatnonzero(task == "imagery")
     out[img] = model.imagery_signal(bank.z_low[rows[img]], bank.z_sem[rows[img]],
+                                    bank.layout[rows[img]], bank.simple[rows[img]],
                                     vividness_gain[img])
     att = np.flatnonzero(task == "attention")
     frame_rows = {f.name: f.bank_row for f in d.frames}
     streams = [[frame_rows[n] for n in s.split("|")] for s in x.stream.to_numpy()[att]]
     z_low = np.array([bank.z_low[r].mean(axis=0) for r in streams])
     z_sem = np.array([bank.z_sem[r].mean(axis=0) for r in streams])
-    seen = model.perception_signal(z_low, z_sem)
+    maps = np.array([bank.layout[r].mean(axis=0) for r in streams])
+    seen = model.perception_signal(z_low, z_sem, maps)
     detect = model.evoked + cfg.attention_gain * (seen - model.evoked)
     cue = np.broadcast_to(model.evoked * cfg.attention_cue_gain, detect.shape)
     # [S] first beta of a pair = cue epoch, second = detection epoch.
@@ -377,7 +384,8 @@ def _write_ground_truth(root: Path, cfg: SimulationConfig, design: NSDDesign, ca
     words = sorted(bank.word_latents)
     np.savez_compressed(
         gt / "stimuli.npz",
-        z_sem=bank.z_sem, z_low=bank.z_low, category=bank.category,
+        z_sem=bank.z_sem, z_low=bank.z_low, layout=bank.layout, z_private=bank.z_private,
+        simple=bank.simple, category=bank.category,
         attributes=bank.attributes, params=bank.params, low_mean=bank.low_mean,
         low_sd=bank.low_sd, prototypes=bank.prototypes,
         superordinate_means=bank.superordinate_means,

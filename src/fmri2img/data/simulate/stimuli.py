@@ -26,6 +26,8 @@ PARAM_NAMES = ("pos_x", "pos_y", "size", "theta", "hue", "saturation", "value", 
                "log2_frequency")
 LOW_FEATURES = ("pos_x", "pos_y", "size", "ori_cos", "ori_sin", "colour_a", "colour_b",
                 "value", "background", "log2_frequency")
+# The coarse structure of an image (where, how big, which way); the rest is fine detail.
+COARSE_FEATURES = ("pos_x", "pos_y", "size", "ori_cos", "ori_sin")
 SHAPE_SUPERORDINATE = "shape"  # the simple targets' bars and crosses
 SIMPLE_ANGLES = {"H": ("bar", 0.0), "R": ("bar", 45.0), "V": ("bar", 90.0),
                  "L": ("bar", 135.0), "P": ("cross", 0.0), "E": ("cross", 45.0)}
@@ -136,6 +138,17 @@ class StimulusBank:
     attribute_directions: np.ndarray  # (2, sem_dim) unit vectors
     word_latents: dict[str, np.ndarray]  # word -> semantic latent
     extra_index: dict[str, int] = field(default_factory=dict)  # name -> row
+    # (n, grid*grid) contrast maps, filled in by layout.contrast_maps once rendering is
+    # possible
+    layout: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # (n, sem_dim) what the embedding model sees of each stimulus beyond what the brain
+    # encodes (embed_private_sd); the embedding reads z_sem + z_private, voxels z_sem only
+    z_private: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    simple: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bars, crosses
+
+    def z_embedding(self, rows: slice | np.ndarray | list[int]) -> np.ndarray:
+        """The semantic latent the embedding model reads, (rows, sem_dim)."""
+        return self.z_sem[rows] + self.z_private[rows]
 
     @property
     def n(self) -> int:
@@ -289,7 +302,7 @@ def build_bank(cfg: SimulationConfig, cats: Categories, roles: ImageryRoles) -> 
     words = word_latents(cfg, cats, protos, attr_dirs, z_sem)
     concept_words = {"S": "stripes", "Z": "zebra", "M": "mammal", "Y": "yellow", "N": "banana",
                      "F": "fruit"}
-    concept_members = _concept_members(cats, category, attrs)
+    members = concept_members(cats, category, attrs)
     word_low: dict[str, np.ndarray] = {}
     for code in CONCEPT_CODES:
         word = concept_words[code]
@@ -299,7 +312,7 @@ def build_bank(cfg: SimulationConfig, cats: Categories, roles: ImageryRoles) -> 
         e_params.append(np.full(len(PARAM_NAMES), np.nan))
         e_sem.append(words[word])
         # A word's low-level content is what its exemplars look like on average.
-        word_low[code] = ((feats[concept_members[word]] - low_mean) / low_sd).mean(axis=0)
+        word_low[code] = ((feats[members[word]] - low_mean) / low_sd).mean(axis=0)
 
     for stem, shape, angle, length in distractor_specs(cfg):
         names.append(f"distractor:{stem}")
@@ -329,6 +342,10 @@ def build_bank(cfg: SimulationConfig, cats: Categories, roles: ImageryRoles) -> 
         word_latents={k: v.astype(np.float32) for k, v in words.items()},
         extra_index={name: n + j for j, name in enumerate(names)},
     )
+    bank.simple = np.isin(bank.category, cats.members(SHAPE_SUPERORDINATE))
+    rng_p = stream(cfg.seed, "embedding-private")
+    bank.z_private = rng_p.normal(0, 1, bank.z_sem.shape).astype(np.float32) \
+        * np.float32(cfg.embed_private_sd)
     return bank
 
 
@@ -362,7 +379,7 @@ def word_latents(
     return out
 
 
-def _concept_members(
+def concept_members(
     cats: Categories, category: np.ndarray, attrs: np.ndarray
 ) -> dict[str, np.ndarray]:
     return {

@@ -3,7 +3,8 @@
 ``<out>/ground_truth.json`` holds every parameter (the resolved config and derived values)
 and names the array files under ``<out>/ground_truth/``:
 
-- ``stimuli.npz``: latents of every stimulus (``z_sem``, ``z_low``; row = 0-based 73k id
+- ``stimuli.npz``: latents of every stimulus (``z_sem``, ``z_low``, the contrast maps
+  ``layout``; row = 0-based 73k id
   for NSD images, then the extra rows named in ``extra_names``), categories, attributes,
   physical parameters, prototypes, attribute directions, word latents, imagery basis.
 - ``embedding_model.npz``: the CLIP-like map.
@@ -34,7 +35,7 @@ GROUND_TRUTH_JSON = "ground_truth.json"
 GROUND_TRUTH_DIR = "ground_truth"
 CONFIG_YAML = "simulation_config.yaml"
 FORMAT_NAME = "fmri2img-simulation-ground-truth"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def voxels_file(subject: int) -> str:
@@ -63,10 +64,17 @@ class GroundTruth:
         names = [str(n) for n in self.stimuli["extra_names"]]
         return self.n_universe + names.index(str(value))
 
-    def latents(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(z_low, z_sem) of the given stimulus keys."""
+    def latents(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(z_low, z_sem, layout) of the given stimulus keys: what
+        ``VoxelModel.perception_signal`` and ``imagery_signal`` take."""
         rows = [self.row(k) for k in keys]
-        return self.stimuli["z_low"][rows], self.stimuli["z_sem"][rows]
+        return (self.stimuli["z_low"][rows], self.stimuli["z_sem"][rows],
+                self.stimuli["layout"][rows])
+
+    def simple(self, keys: list[str]) -> np.ndarray:
+        """Whether each stimulus is a simple shape (bar, cross): the flag
+        ``VoxelModel.imagery_signal`` takes."""
+        return self.stimuli["simple"][[self.row(k) for k in keys]]
 
     def voxel_model(self, subject: int) -> VoxelModel:
         return VoxelModel.load(self.root / voxels_file(subject))

@@ -2,25 +2,36 @@
 
 Perception (PSC)::
 
-    evoked_v + gain_v * ( sqrt(l_v) * w_low_v . z_low + sqrt(1 - l_v) * w_sem_v . (z_sem - c) )
+    evoked_v + gain_v * ( sqrt(l_v) * ( sqrt(1 - r_v) * w_low_v . z_low
+                                        + sqrt(r_v) * prf_v . (m - m0) / s_v )
+                          + sqrt(1 - l_v) * w_sem_v . (z_sem - c) )
 
-with ``l_v`` the voxel's low-level share (high in early cortex, low in ventral/lateral) and
-weights scaled to unit variance over the stimulus universe, so ``gain_v`` is the sd of the
-stimulus-driven response. Imagery reuses the same weights on a degraded latent::
+with ``l_v`` the voxel's low-level share (high in early cortex, low in ventral/lateral),
+``r_v`` the part of it read through the voxel's pRF from the stimulus's contrast map
+``m`` (:mod:`.layout`; ``m0`` the universe mean, ``s_v`` the response sd) and weights
+scaled to unit variance over the stimulus universe, so ``gain_v`` is about the sd of the
+stimulus-driven response. Imagery reuses the same weights on a degraded stimulus::
 
     evoked_v + offset_v + vivid_t * part_v * gain_v * (
-        sqrt(l_v) * g_low * w_low_v . z_low + sqrt(1 - l_v) * g_sem * w_sem_v . P (z_sem - c) )
+        sqrt(l_v) * ( sqrt(1 - r_v) * (g_fine * w_fine_v . z_fine + g_s * w_coarse_v . z_coarse)
+                      + sqrt(r_v) * g_s * prf_v . B(m - m0) / s_v )
+        + sqrt(1 - l_v) * g_sem * w_sem_v . P (z_sem - c) )
 
-where ``P`` projects on a low-rank (category-level) subspace, ``g_low << g_sem <= 1`` are
-the subject's imagery gains, ``part_v`` says whether the voxel takes part in imagery and
-``vivid_t`` is the trial's vividness gain. Trial noise is larger in imagery. Sessions add
-a per-voxel offset and gain jitter; every trial adds voxel noise and a global fluctuation.
+where ``z_coarse`` are the coarse low-level features (position, size, orientation) and
+``z_fine`` the rest, ``B`` blurs the contrast map (the coarse layout survives, fine detail
+does not), ``P`` projects on a low-rank (category-level) subspace, ``g_fine``, ``g_sem``
+and the structure gain ``g_s`` (larger for simple shapes than for natural images) are the
+subject's imagery gains, ``part_v`` says whether the voxel takes part in imagery
+and ``vivid_t`` is the trial's vividness gain. Trial noise is larger in imagery. Sessions
+add a per-voxel offset and gain jitter; every trial adds voxel noise and a global
+fluctuation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +39,9 @@ import numpy as np
 from fmri2img.data.nsd_layout import BETA_SCALE
 from fmri2img.data.simulate.anatomy import Anatomy
 from fmri2img.data.simulate.config import STREAM_NAMES, SimulationConfig
+from fmri2img.data.simulate.layout import blur, draw_prfs, prf_weights
 from fmri2img.data.simulate.seeding import stream
-from fmri2img.data.simulate.stimuli import LOW_FEATURES, StimulusBank
+from fmri2img.data.simulate.stimuli import COARSE_FEATURES, LOW_FEATURES, StimulusBank
 
 INT16_MAX = np.iinfo(np.int16).max
 _TRIALS_PER_CHUNK_VOXELS = 15_000_000  # trials x brain voxels per synthesis chunk
@@ -44,6 +56,11 @@ class VoxelModel:
     stream: np.ndarray  # (V,) streams label 1..7
     prf: np.ndarray  # (V,) prf-visualrois label 0..7
     low_share: np.ndarray  # (V,) l_v
+    layout_share: np.ndarray  # (V,) r_v
+    prf_centre: np.ndarray  # (V, 2) image-width units, y downwards
+    prf_size: np.ndarray  # (V,) Gaussian sd, image-width units
+    layout_centre: np.ndarray  # (grid*grid,) m0, the universe's mean contrast map
+    layout_scale: np.ndarray  # (V,) s_v, sd of prf_v . (m - m0) over the universe
     gain: np.ndarray  # (V,) sd of the stimulus-driven response, PSC
     w_low: np.ndarray  # (V, d_low), unit response variance over the universe
     w_sem: np.ndarray  # (V, d_sem)
@@ -51,7 +68,11 @@ class VoxelModel:
     noise_sd: np.ndarray  # (V,) trial noise sd, PSC
     sem_centre: np.ndarray  # (d_sem,) c
     imagery_basis: np.ndarray  # (d_sem, k) orthonormal; k = d_sem (identity) under null
-    imagery_low_gain: float
+    imagery_low_gain: float  # fine low-level features
+    imagery_coarse_gain: float  # coarse features and layout of natural images
+    imagery_simple_gain: float  # coarse features and layout of simple shapes
+    coarse_features: np.ndarray  # (d_low,) bool
+    imagery_layout_blur: float  # grid cells
     imagery_sem_gain: float
     imagery_noise_factor: float
     imagery_participation: np.ndarray  # (V,) 0/1
@@ -61,29 +82,49 @@ class VoxelModel:
     def n_voxels(self) -> int:
         return int(self.xyz.shape[0])
 
-    def _parts(self, z_low: np.ndarray, z_sem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def receptive_fields(self) -> np.ndarray:
+        """(V, grid*grid) pRF weights (computed once: every synthesis chunk reads them)."""
+        grid = round(np.sqrt(self.layout_centre.shape[0]))
+        return prf_weights(self.prf_centre, self.prf_size, grid)
+
+    def _layout(self, layout: np.ndarray, blur_cells: float = 0.0) -> np.ndarray:
+        m = np.asarray(layout, dtype=np.float64) - self.layout_centre
+        return blur(m, blur_cells) @ self.receptive_fields.T / self.layout_scale
+
+    def perception_signal(self, z_low: np.ndarray, z_sem: np.ndarray, layout: np.ndarray
+                          ) -> np.ndarray:
+        """Noise-free perception response, (n, V) PSC; ``layout`` (n, grid*grid) holds
+        the stimuli's contrast maps."""
         lo = np.asarray(z_low, dtype=np.float64) @ self.w_low.T
         se = (np.asarray(z_sem, dtype=np.float64) - self.sem_centre) @ self.w_sem.T
-        return lo, se
-
-    def perception_signal(self, z_low: np.ndarray, z_sem: np.ndarray) -> np.ndarray:
-        """Noise-free perception response, (n, V) PSC."""
-        lo, se = self._parts(z_low, z_sem)
         a = self.gain * np.sqrt(self.low_share)
         b = self.gain * np.sqrt(1.0 - self.low_share)
-        return self.evoked + a * lo + b * se
+        r = self.layout_share
+        return self.evoked + a * (np.sqrt(1 - r) * lo + np.sqrt(r) * self._layout(layout)) \
+            + b * se
 
     def imagery_signal(
-        self, z_low: np.ndarray, z_sem: np.ndarray, vividness_gain: np.ndarray | None = None
+        self, z_low: np.ndarray, z_sem: np.ndarray, layout: np.ndarray, simple: np.ndarray,
+        vividness_gain: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Noise-free imagery response, (n, V) PSC; vividness_gain (n,) defaults to 1."""
+        """Noise-free imagery response, (n, V) PSC. ``simple`` (n,) marks simple shapes,
+        whose coarse structure imagery keeps better; vividness_gain (n,) defaults to 1."""
         zs = np.asarray(z_sem, dtype=np.float64) - self.sem_centre
         zs = (zs @ self.imagery_basis) @ self.imagery_basis.T
-        lo = np.asarray(z_low, dtype=np.float64) @ self.w_low.T
+        zl = np.asarray(z_low, dtype=np.float64)
+        structure = np.where(np.asarray(simple, dtype=bool), self.imagery_simple_gain,
+                             self.imagery_coarse_gain)[:, None]
+        coarse = self.coarse_features.astype(bool)
+        lo = self.imagery_low_gain * (zl[:, ~coarse] @ self.w_low[:, ~coarse].T) \
+            + structure * (zl[:, coarse] @ self.w_low[:, coarse].T)
+        la = structure * self._layout(layout, self.imagery_layout_blur)
         se = zs @ self.w_sem.T
-        a = self.gain * np.sqrt(self.low_share) * self.imagery_low_gain
+        r = self.layout_share
+        a = self.gain * np.sqrt(self.low_share)
         b = self.gain * np.sqrt(1.0 - self.low_share) * self.imagery_sem_gain
-        driven = self.imagery_participation * (a * lo + b * se)
+        driven = self.imagery_participation * (a * (np.sqrt(1 - r) * lo + np.sqrt(r) * la)
+                                               + b * se)
         if vividness_gain is not None:
             driven = driven * np.asarray(vividness_gain, dtype=np.float64)[:, None]
         return self.evoked + self.imagery_offset + driven
@@ -122,8 +163,10 @@ def _unit_variance(w: np.ndarray, cov: np.ndarray) -> np.ndarray:
 
 
 def make_voxel_model(
-    cfg: SimulationConfig, anat: Anatomy, bank: StimulusBank, basis: np.ndarray
+    cfg: SimulationConfig, anat: Anatomy, bank: StimulusBank, basis: np.ndarray,
+    layout: np.ndarray,
 ) -> VoxelModel:
+    """``layout``: the bank's contrast maps (:func:`.layout.contrast_maps`)."""
     rng = stream(cfg.seed, "voxel-tuning", anat.subject)
     vis = anat.visual
     xyz = np.argwhere(vis)  # C order over (X, Y, Z): the readers' voxel order
@@ -152,6 +195,16 @@ def make_voxel_model(
     w_low = _unit_variance(w_low, cov_low)
     w_sem = _unit_variance(rng.normal(size=(n, cfg.sem_dim)), cov_sem)
 
+    rng_p = stream(cfg.seed, "prf", anat.subject)
+    size_factor = np.array([cfg.prf_size_factor[s] for s in STREAM_NAMES])[stream_lab - 1]
+    prf_centre, prf_size = draw_prfs(cfg, rng_p, hemi, vert, size_factor)
+    share = np.array([cfg.layout_share[s] for s in STREAM_NAMES])[stream_lab - 1]
+    maps = layout[universe].astype(np.float64)
+    layout_centre = maps.mean(axis=0)
+    w_prf = prf_weights(prf_centre, prf_size, cfg.layout_grid)
+    var = np.einsum("vi,ij,vj->v", w_prf, np.cov(maps, rowvar=False), w_prf)
+    layout_scale = np.sqrt(np.where(var > 0, var, 1.0))
+
     gain = cfg.signal_sd * np.exp(rng.normal(0, cfg.signal_sd_spread, n))
     evoked = rng.normal(cfg.evoked_mean, cfg.evoked_sd, n)
     noise_sd = cfg.noise_sd * np.exp(rng.normal(0, cfg.noise_sd_spread, n))
@@ -165,12 +218,18 @@ def make_voxel_model(
     offset = rng_i.normal(p.offset_mean, p.offset_sd, n) if p.offset_sd > 0 else np.full(
         n, p.offset_mean
     )
+    g_structure = float(np.exp(rng_i.normal(0, p.subject_gain_sd)))
     return VoxelModel(
         subject=anat.subject,
         xyz=xyz.astype(np.int32),
         stream=stream_lab,
         prf=prf_lab,
         low_share=low_share,
+        layout_share=share,
+        prf_centre=prf_centre,
+        prf_size=prf_size,
+        layout_centre=layout_centre,
+        layout_scale=layout_scale,
         gain=gain,
         w_low=w_low,
         w_sem=w_sem,
@@ -179,6 +238,10 @@ def make_voxel_model(
         sem_centre=bank.z_sem[universe].astype(np.float64).mean(axis=0),
         imagery_basis=basis,
         imagery_low_gain=g_low,
+        imagery_coarse_gain=p.coarse_gain * g_structure,
+        imagery_simple_gain=p.simple_gain * g_structure,
+        coarse_features=np.isin(LOW_FEATURES, COARSE_FEATURES),
+        imagery_layout_blur=p.layout_blur * cfg.layout_grid,
         imagery_sem_gain=g_sem,
         imagery_noise_factor=p.noise_factor,
         imagery_participation=participation,

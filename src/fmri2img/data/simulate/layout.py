@@ -21,7 +21,12 @@ from scipy.ndimage import gaussian_filter
 
 from fmri2img.data.simulate.config import SimulationConfig
 from fmri2img.data.simulate.render import render_rows
-from fmri2img.data.simulate.stimuli import Categories, StimulusBank, concept_members
+from fmri2img.data.simulate.stimuli import (
+    CONCEPT_WORDS,
+    Categories,
+    StimulusBank,
+    concept_members,
+)
 
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 
@@ -50,18 +55,11 @@ def contrast_maps(cfg: SimulationConfig, bank: StimulusBank, cats: Categories) -
             len(chunk), -1)
     members = concept_members(cats, bank.category[:bank.n_universe],
                               bank.attributes[:bank.n_universe])
-    for word, idx in members.items():
-        row = _word_row(bank, word)
-        if row is not None and idx.size:
-            out[row] = out[idx].mean(axis=0)
+    for code, word in CONCEPT_WORDS.items():
+        idx = members[word]
+        if code in bank.extra_index and idx.size:
+            out[bank.row(code)] = out[idx].mean(axis=0)
     return out
-
-
-def _word_row(bank: StimulusBank, word: str) -> int | None:
-    codes = {"stripes": "S", "zebra": "Z", "mammal": "M", "yellow": "Y", "banana": "N",
-             "fruit": "F"}
-    code = codes.get(word)
-    return bank.extra_index.get(code) if code is not None else None
 
 
 def blur(maps: np.ndarray, sigma_cells: float) -> np.ndarray:

@@ -34,6 +34,8 @@ SIMPLE_ANGLES = {"H": ("bar", 0.0), "R": ("bar", 45.0), "V": ("bar", 90.0),
 BAR_HALF_WIDTH = 43.0 / 450.0  # the real targets' width / length
 SIMPLE_SIZE = 0.4  # half-length of a 450-px bar in a 1000-px-ish frame, as a fraction
 CONCEPT_CODES = ("S", "Z", "M", "Y", "N", "F")
+CONCEPT_WORDS = {"S": "stripes", "Z": "zebra", "M": "mammal", "Y": "yellow", "N": "banana",
+                 "F": "fruit"}
 ARTWORK_CODE = "T"
 
 
@@ -300,12 +302,10 @@ def build_bank(cfg: SimulationConfig, cats: Categories, roles: ImageryRoles) -> 
     e_sem.append(protos[painting] + rng_t.normal(0, cfg.exemplar_sd, d))
 
     words = word_latents(cfg, cats, protos, attr_dirs, z_sem)
-    concept_words = {"S": "stripes", "Z": "zebra", "M": "mammal", "Y": "yellow", "N": "banana",
-                     "F": "fruit"}
     members = concept_members(cats, category, attrs)
     word_low: dict[str, np.ndarray] = {}
     for code in CONCEPT_CODES:
-        word = concept_words[code]
+        word = CONCEPT_WORDS[code]
         names.append(code)
         e_cat.append(cats.index(word) if word in cats.names else -1)
         e_attr.append((word == "stripes" or word == "zebra", word in ("yellow", "banana")))

@@ -118,6 +118,29 @@ def test_pickled_checkpoint_is_refused(sim: dict[str, Path], tmp_path: Path, cap
     assert "pickled" in err and "evil.pt" in err
 
 
+def test_ridge_weights_in_a_file_through_train_and_eval(sim: dict[str, Path]) -> None:
+    """Weights written to a file (in blocks of targets) land beside the checkpoint, are
+    read back memory-mapped, and evaluate exactly as the in-memory ridge does."""
+    out = sim["base"] / "ridge_file"
+    assert main(["train", "--index", str(sim["subj01_nsd"]), "--targets", str(sim["targets"]),
+                 "--model-type", "ridge", "--output-dir", str(out), "--set",
+                 "coef_storage=file", "--set", "target_block=5", "--set",
+                 f"coef_dir={sim['base'] / 'scratch'}"]) == 0
+    side = out / "checkpoints" / "decoder.pt.model-coef.npy"
+    assert side.exists()
+    assert not list((sim["base"] / "scratch").iterdir())  # the fit's own file is gone
+    metrics = {}
+    for name, d in (("file", out), ("memory", sim["ridge"])):
+        assert main(["eval", "--index", str(sim["subj01_nsd"]), "--checkpoint",
+                     str(d / "checkpoints" / "decoder.pt"), "--targets", str(sim["targets"]),
+                     "--output-dir", str(sim["base"] / f"eval_{name}"),
+                     "--n-permutations", "50", "--n-bootstrap", "50"]) == 0
+        metrics[name] = json.loads((sim["base"] / f"eval_{name}" / "metrics.json").read_text())
+    for key in ("two_way", "retrieval_top1", "cosine"):
+        assert metrics["file"]["overall"][key] == pytest.approx(
+            metrics["memory"]["overall"][key], abs=1e-5)
+
+
 def test_torch_decoder_end_to_end(sim: dict[str, Path]) -> None:
     out = sim["base"] / "mlp"
     assert main(["train", "--index", str(sim["subj01_nsd"]), "--targets", str(sim["targets"]),

@@ -21,6 +21,7 @@ from fmri2img.devices import check_device_name
 from fmri2img.models.base import Decoder, DecoderConfig, FitReport, Shape
 from fmri2img.models.registry import decoders
 from fmri2img.models.ridge.cv import ridge_cv
+from fmri2img.models.ridge.targets import file_rows, read_rows
 
 if TYPE_CHECKING:
     from torch import nn
@@ -43,12 +44,15 @@ class RidgeConfig(DecoderConfig):
     n_folds: int = Field(5, ge=2)
     fit_intercept: bool = True
     solver: Literal["auto", "primal", "dual"] = "auto"
-    factorization: Literal["auto", "eigh", "cholesky"] = "auto"
+    factorization: Literal["auto", "eigh", "cholesky", "eigh_full"] = "auto"
     scoring: Literal["r2", "neg_mse"] = "r2"
     dtype: Literal["float32", "float64"] = "float32"
     backend: Literal["numpy", "torch"] = "torch"
     device: str = "cpu"
     seed: int = 0
+    target_block: int | None = Field(None, ge=1)
+    coef_storage: Literal["auto", "memory", "file"] = "auto"
+    coef_dir: str | None = None
 
     @field_validator("alphas")
     @classmethod
@@ -71,10 +75,17 @@ class Ridge(Decoder):
     """Ridge regression with per-target (or shared) alpha chosen by grouped K-fold CV.
 
     Options (:class:`RidgeConfig`): ``alphas`` (grid), ``alpha_per_target``, ``n_folds``,
-    ``fit_intercept``, ``solver`` ("auto" = dual when n < p), ``factorization`` (dual form:
-    one eigendecomposition for all alphas or one Cholesky per alpha; "auto" picks the
-    cheaper), ``scoring`` ("r2" or "neg_mse"), ``dtype``, ``backend`` ("numpy" or
-    "torch"), ``device`` (torch only) and ``seed`` (fold assignment).
+    ``fit_intercept``, ``solver`` ("auto" = dual when n < p), ``factorization`` ("eigh":
+    one eigendecomposition of the kernel, or of each fold's Gram in the primal form;
+    "cholesky": one Cholesky factor per alpha, and per fold in the primal form;
+    "eigh_full": one eigendecomposition of the full Gram, folds scored by the
+    leave-block-out identity; "auto" picks the cheapest by a cost model), ``scoring``
+    ("r2" or "neg_mse"), ``dtype``, ``backend`` ("numpy" or "torch"), ``device`` (torch
+    only), ``seed`` (fold assignment), ``target_block`` (targets solved at a time; None:
+    from the available memory), ``coef_storage`` ("file": the weights go to a ``.npy``
+    file in ``coef_dir``, default the temporary directory, and are read back
+    memory-mapped; a checkpoint keeps them in a file beside it; "auto": a file when they
+    would take more than a quarter of the available memory).
 
     Inputs of any shape are read as flat rows of ``n_inputs`` values. Fitted attributes:
     ``coef_`` (n_inputs, n_outputs), ``intercept_`` (n_outputs,), ``alpha_`` (n_outputs,),
@@ -121,6 +132,8 @@ class Ridge(Decoder):
             alpha_per_target=cfg.alpha_per_target, fit_intercept=cfg.fit_intercept,
             solver=cfg.solver, factorization=cfg.factorization, scoring=cfg.scoring,
             dtype=cfg.dtype, backend=cfg.backend, device=cfg.device,
+            target_block=cfg.target_block, coef_storage=cfg.coef_storage,
+            coef_dir=cfg.coef_dir,
         )
         self.coef_ = result.coef
         self.intercept_ = result.intercept
@@ -137,7 +150,16 @@ class Ridge(Decoder):
             raise RuntimeError("Ridge.predict called before fit")
         X = self._check_X(X)
         X = _as_float(X.reshape(X.shape[0], -1), "X").astype(self.coef_.dtype, copy=False)
-        return (X @ self.coef_ + self.intercept_).astype(np.float32, copy=False)
+        rows = file_rows(self.coef_)
+        if rows is None:
+            return (X @ self.coef_ + self.intercept_).astype(np.float32, copy=False)
+        # weights in a file: read a block of targets at a time, never the whole map
+        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float32)
+        step = max(1, (256 * 2**20) // max(1, rows.shape[1] * rows.dtype.itemsize))
+        for j0 in range(0, self.n_outputs, step):
+            j1 = min(self.n_outputs, j0 + step)
+            out[:, j0:j1] = X @ read_rows(rows, j0, j1).T + self.intercept_[j0:j1]
+        return out
 
     def fit_report(self) -> FitReport:
         """The alphas grouped CV chose (median and range over targets)."""
@@ -193,7 +215,9 @@ class Ridge(Decoder):
         missing = {"coef", "intercept", "alpha", "cv_scores"} - set(arrays)
         if missing:
             raise ValueError(f"ridge state lacks arrays {sorted(missing)}")
-        coef = np.asarray(arrays["coef"])
+        coef = arrays["coef"]  # kept as given: a memory map of a side file stays one
+        if not isinstance(coef, np.ndarray):
+            coef = np.asarray(coef)
         if coef.shape != (n_inputs, n_outputs):
             raise ValueError(f"ridge state: coef has shape {coef.shape}, expected "
                              f"({n_inputs}, {n_outputs})")

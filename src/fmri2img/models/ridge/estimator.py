@@ -76,6 +76,9 @@ class GroupedRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         backend: str = "torch",
         device: str = "cpu",
         seed: int = 0,
+        target_block: int | None = None,
+        coef_storage: str = "auto",
+        coef_dir: str | None = None,
     ) -> None:
         self.alphas = alphas
         self.alpha_per_target = alpha_per_target
@@ -88,6 +91,9 @@ class GroupedRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.backend = backend
         self.device = device
         self.seed = seed
+        self.target_block = target_block
+        self.coef_storage = coef_storage
+        self.coef_dir = coef_dir
 
     def _config(self) -> RidgeConfig:
         """The parameters, checked by the decoder's own config so both accept the same."""
@@ -127,6 +133,8 @@ class GroupedRidgeCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             alpha_per_target=cfg.alpha_per_target, fit_intercept=cfg.fit_intercept,
             solver=cfg.solver, factorization=cfg.factorization, scoring=cfg.scoring,
             dtype=cfg.dtype, backend=cfg.backend, device=cfg.device,
+            target_block=cfg.target_block, coef_storage=cfg.coef_storage,
+            coef_dir=cfg.coef_dir,
         )
         # The transpose is a view: predict multiplies by the solver's own (p, k) array,
         # exactly as the decoder does, so the two agree bit for bit.

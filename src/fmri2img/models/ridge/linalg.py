@@ -81,14 +81,15 @@ def gram(ops: Ops, A: Any, flops: Flops, out: Any = None) -> Any:
     return out
 
 
-def add_outer_lower(ops: Ops, K: Any, C: Any, bounds: np.ndarray, flops: Flops) -> None:
-    """``K += C C^T`` on the lower block triangle of ``K`` only."""
+def add_outer_lower(ops: Ops, K: Any, C: Any, bounds: np.ndarray, flops: Flops,
+                    sign: float = 1.0) -> None:
+    """``K += sign * C C^T`` on the lower block triangle of ``K`` only."""
     nb = len(bounds) - 1
     for i in range(nb):
         i0, i1 = int(bounds[i]), int(bounds[i + 1])
         for j in range(i + 1):
             j0, j1 = int(bounds[j]), int(bounds[j + 1])
-            ops.addmm_(K[i0:i1, j0:j1], C[i0:i1], C[j0:j1].T)
+            ops.addmm_(K[i0:i1, j0:j1], C[i0:i1], C[j0:j1].T, alpha=sign)
             flops.gemm(i1 - i0, j1 - j0, C.shape[1])
 
 
@@ -105,10 +106,10 @@ def mirror_lower(K: Any, bounds: np.ndarray) -> None:
 class EighFactor:
     """``M = (K + alpha I)^{-1}`` for every alpha from one eigendecomposition of ``K``."""
 
-    def __init__(self, ops: Ops, K: Any, Yc: Any, flops: Flops):
+    def __init__(self, ops: Ops, K: Any, flops: Flops, overwrite: bool = False):
         n = K.shape[0]
         t0 = time.perf_counter()
-        lam, Q = ops.eigh(K)
+        lam, Q = ops.eigh(K, overwrite=overwrite)  # overwrite: K is not needed after
         ops.sync()
         log.info("ridge: eigendecomposition of the %d x %d kernel in %.1f s", n, n,
                  time.perf_counter() - t0)
@@ -116,14 +117,31 @@ class EighFactor:
         self.ops, self.flops = ops, flops
         self.lam = ops.clip_min(lam, 0.0)  # K is PSD; rounding may leave tiny negatives
         self.Q = Q
-        self.QtY = Q.T @ Yc
-        flops.gemm(n, Yc.shape[1], n)
+        self.QtY: Any = None
         self.w: Any = None
         self.sqrt_w: Any = None
+        self.alpha = 0.0
+
+    def targets(self, Yc: Any) -> None:
+        """Set the (block of) centred targets the next solves are for."""
+        self.QtY = self.Q.T @ Yc
+        self.flops.gemm(self.Q.shape[0], Yc.shape[1], self.Q.shape[0])
+
+    def solutions(self, alphas: np.ndarray, alpha_index: np.ndarray) -> Any:
+        """Dual coefficients of every target at its own alpha ``alphas[alpha_index]``."""
+        n, k = self.QtY.shape
+        out = self.ops.zeros((n, k))
+        for a_idx in np.unique(alpha_index):
+            cols = self.ops.index(np.flatnonzero(alpha_index == a_idx))
+            w = 1.0 / (self.lam + float(alphas[a_idx]))
+            out[:, cols] = self.Q @ (w[:, None] * self.QtY[:, cols])
+            self.flops.gemm(n, len(cols), n)
+        return out
 
     def solve(self, alpha: float) -> Any:
         """Dual coefficients ``M Yc`` at ``alpha`` (and remember alpha for the folds)."""
         n, k = self.QtY.shape
+        self.alpha = alpha
         self.w = 1.0 / (self.lam + alpha)
         self.sqrt_w = self.w**0.5
         self.flops.gemm(n, k, n)
@@ -139,6 +157,25 @@ class EighFactor:
         self.flops.total += nv**3 / 3.0 + 2.0 * nv * nv * k
         return self.ops.spd_solve(M, c[lo:hi])
 
+    def fold_operator(self, alpha: float, bounds: np.ndarray, gamma: float) -> Any:
+        """``T`` (n x n, rows in fold order) with ``T @ QtY`` = every fold's residuals at
+        ``alpha``: ``T_v = (M_vv - gamma 11^T)^{-1} Q_v diag(w)``, since ``c_v = Q_v diag(w)
+        Q^T Yc``. Built once per alpha, it turns each block's fold solves and dual
+        coefficients into one matrix product."""
+        n = self.Q.shape[0]
+        w = 1.0 / (self.lam + alpha)
+        sqrt_w = w**0.5
+        T = self.ops.zeros((n, n))
+        for v in range(len(bounds) - 1):
+            lo, hi = int(bounds[v]), int(bounds[v + 1])
+            Qv = self.Q[lo:hi]
+            M = gram(self.ops, Qv * sqrt_w, self.flops)
+            if gamma:
+                M -= gamma
+            T[lo:hi] = self.ops.spd_solver(M)(Qv * w)
+            self.flops.total += (hi - lo) ** 3 / 3.0 + 2.0 * (hi - lo) ** 2 * n
+        return T
+
 
 class CholeskyFactor:
     """``M = (K + alpha I)^{-1}`` for one alpha at a time from a Cholesky factor ``L``.
@@ -150,17 +187,25 @@ class CholeskyFactor:
     and ``L_vv`` itself is never inverted.
     """
 
-    def __init__(self, ops: Ops, K: Any, Yc: Any, flops: Flops):
-        self.ops, self.K, self.Yc, self.flops = ops, K, Yc, flops
+    def __init__(self, ops: Ops, K: Any, flops: Flops):
+        self.ops, self.K, self.flops = ops, K, flops
+        self.Yc: Any = None
         self.L: Any = None
+        self.alpha: float | None = None
         self._buffer = ops.factor_buffer(K)  # one n x n buffer, refactored per alpha
+
+    def targets(self, Yc: Any) -> None:
+        """Set the (block of) centred targets the next solves are for."""
+        self.Yc = Yc
 
     def solve(self, alpha: float) -> Any | None:
         """Dual coefficients ``M Yc`` at ``alpha``, or None if ``K + alpha I`` is not
-        numerically positive definite."""
+        numerically positive definite. The factor of the last alpha is reused."""
         n, k = self.Yc.shape
-        self.L = self.ops.cholesky_shifted(self.K, alpha, self._buffer)
-        self.flops.total += n**3 / 3.0
+        if self.alpha != alpha:
+            self.L = self.ops.cholesky_shifted(self.K, alpha, self._buffer)
+            self.alpha = alpha
+            self.flops.total += n**3 / 3.0
         if self.L is None:
             return None
         self.flops.total += 2.0 * n * n * k
@@ -187,7 +232,8 @@ class CholeskyFactor:
         return Lvv @ z
 
 
-def choose_factorization(n: int, k: int, fold_sizes: np.ndarray, n_alphas: int) -> str:
+def choose_factorization(n: int, k: int, fold_sizes: np.ndarray, n_alphas: int,
+                         n_blocks: int = 1) -> str:
     """"eigh" or "cholesky" for the dual form: whichever the cost model predicts faster.
 
     Costs are in units of "time of one GEMM flop": each operation's flops divided by the
@@ -196,6 +242,9 @@ def choose_factorization(n: int, k: int, fold_sizes: np.ndarray, n_alphas: int) 
     solves with many right-hand sides ~75%, the fold GEMMs ~75%, and the eigendecomposition
     as a whole ``EIGH_COST_PER_N3 * n^3``. The model puts the break-even at ~20 alphas for
     the benchmark's shape (measured: 37 s + 1.35 s per alpha against 3.3 s per alpha).
+    With targets in ``n_blocks`` blocks the eigendecomposition is shared by every block
+    while the Cholesky factors are recomputed for each (keeping one per alpha would cost
+    ``n_alphas`` kernels of memory), so blocks tilt the choice to "eigh".
     """
     sizes = np.asarray(fold_sizes, dtype=np.float64)
     after = float(n) - np.cumsum(sizes)  # rows after each fold
@@ -203,6 +252,74 @@ def choose_factorization(n: int, k: int, fold_sizes: np.ndarray, n_alphas: int) 
     small = float(np.sum(sizes**3 / 3.0 + 6.0 * sizes**2 * k)) / 0.75  # per-fold solves
     eigh_per_alpha = (1.2 * float(np.sum(sizes**2)) * n + 2.0 * n * n * k) / 0.75 + small
     eigh_cost = EIGH_COST_PER_N3 * n3 + 2.0 * n * n * k + n_alphas * eigh_per_alpha
-    chol_per_alpha = ((n3 / 3.0 + 2.0 * n * n * k) / 0.6 + float(np.sum(after**2 * sizes)) / 0.75
+    chol_per_alpha = ((n_blocks * n3 / 3.0 + 2.0 * n * n * k) / 0.6
+                      + n_blocks * float(np.sum(after**2 * sizes)) / 0.75
                       + 1.2 * float(np.sum(sizes**2 * after)) + small)
     return "cholesky" if n_alphas * chol_per_alpha < eigh_cost else "eigh"
+
+
+# Shares of the GEMM rate reached by the primal form's operations (torch + MKL, float32,
+# 2 cores, p = 15724; see choose_primal_factorization).
+GEMM_SHARE = 0.85  # large products, the lower block triangle of a Gram
+CHOLESKY_SHARE = 0.75  # a Cholesky factorisation of a large matrix
+TRSM_SHARE = 0.45  # the two triangular solves of cho_solve with a few hundred targets
+
+
+def primal_costs(n: int, p: int, k: int, fold_sizes: np.ndarray, n_alphas: int,
+                 n_blocks: int = 1) -> dict[str, float]:
+    """Predicted time (in GEMM flops) of each exact route of the primal form, the Gram of
+    all rows (common to all) left out, refit included.
+
+    * ``"eigh"``: per fold, the downdated Gram's eigendecomposition scores every alpha
+      (cheap per alpha: the fold's predictions), then the refit;
+    * ``"cholesky"``: per fold and alpha, one Cholesky factor of the downdated Gram plus
+      ``alpha I``, its solves and the fold's predictions, then the refit;
+    * ``"eigh_full"``: one eigendecomposition of the full Gram; every fold's residuals of
+      the fit without it come from the leave-block-out identity (a fold-sized system per
+      fold and alpha), and the refit is free.
+
+    The refit of the first two is whichever is cheaper: one eigendecomposition of the full
+    Gram, or one Cholesky factor per distinct chosen alpha (at most ``n_alphas``). With
+    several target blocks, ``X^T Y`` is not held for all targets and is recomputed from
+    the rows wherever a block needs it.
+    """
+    sizes = np.asarray(fold_sizes, dtype=np.float64)
+    n, p, k = float(n), float(p), float(k)
+    eigh = EIGH_COST_PER_N3 * p**3
+    chol = p**3 / 3.0 / CHOLESKY_SHARE
+    multi = n_blocks > 1
+    downdate = float(np.sum(1.12 * sizes * p * p)) / GEMM_SHARE  # lower triangle only
+    cross = 2.0 * n * p * k / GEMM_SHARE  # X^T Y for every target, recomputed
+    fold_pred = float(np.sum(2.0 * sizes * p * k)) / GEMM_SHARE  # all folds, one alpha
+    d = float(min(n_alphas, k))
+    refit = min(eigh + 4.0 * p * p * k / GEMM_SHARE + (cross if multi else 0.0),
+                d * chol + 2.0 * p * p * k / TRSM_SHARE + (d * cross if multi else 0.0))
+    n_folds = len(sizes)
+    per_fold_eigh = (downdate + n_folds * eigh + float(np.sum(2.0 * sizes * p * p)) / GEMM_SHARE
+                     + n_folds * 2.0 * p * p * k / GEMM_SHARE + n_alphas * fold_pred
+                     + (n_folds * cross if multi else 0.0) + refit)
+    per_alpha = (n_folds * chol + n_folds * 2.0 * p * p * k / TRSM_SHARE + fold_pred
+                 + (n_folds * cross if multi else 0.0))
+    cholesky = downdate + n_alphas * per_alpha + refit
+    lbo_per_alpha = float(np.sum(1.12 * sizes**2 * p / GEMM_SHARE + sizes**3 / 3.0 / CHOLESKY_SHARE
+                                 + 2.0 * sizes**2 * k / TRSM_SHARE)) + fold_pred
+    if multi:  # V^T X^T Y is not held: recomputed for each fold, alpha and block
+        lbo_per_alpha += n_folds * (cross + 2.0 * p * p * k / GEMM_SHARE)
+    eigh_full = (eigh + float(np.sum(2.0 * sizes * p * p)) / GEMM_SHARE
+                 + 4.0 * p * p * k / GEMM_SHARE + n_alphas * lbo_per_alpha)
+    return {"eigh": per_fold_eigh, "cholesky": cholesky, "eigh_full": eigh_full}
+
+
+def refit_factorization(p: int, k: int, n_distinct: int) -> str:
+    """"eigh" or "cholesky" for the primal refit on all rows: one eigendecomposition of
+    the Gram for every alpha, or one Cholesky factor per distinct chosen alpha."""
+    eigh = EIGH_COST_PER_N3 * float(p) ** 3 + 4.0 * p * p * k / GEMM_SHARE
+    chol = n_distinct * float(p) ** 3 / 3.0 / CHOLESKY_SHARE + 2.0 * p * p * k / TRSM_SHARE
+    return "cholesky" if chol < eigh else "eigh"
+
+
+def choose_primal_factorization(n: int, p: int, k: int, fold_sizes: np.ndarray,
+                                n_alphas: int, n_blocks: int = 1) -> str:
+    """The primal route :func:`primal_costs` predicts fastest."""
+    costs = primal_costs(n, p, k, fold_sizes, n_alphas, n_blocks)
+    return min(costs, key=costs.__getitem__)

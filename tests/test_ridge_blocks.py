@@ -20,6 +20,7 @@ from fmri2img.io.checkpoint import load_checkpoint, save_checkpoint
 from fmri2img.models.base import model_entries
 from fmri2img.models.registry import decoders
 from fmri2img.models.ridge import cv as ridge_cv_module
+from fmri2img.models.ridge import primal as ridge_primal
 from fmri2img.models.ridge import targets as ridge_targets
 from fmri2img.models.ridge.cv import block_plan, ridge_cv
 from fmri2img.models.ridge.linalg import choose_primal_factorization, primal_costs
@@ -171,3 +172,17 @@ def test_primal_cost_model_routes():
     assert choose_primal_factorization(200_000, 2000, 64, five(200_000), 200) == "eigh"
     # many alphas favour factorisations shared by all alphas
     assert choose_primal_factorization(27000, 15724, 512, five(27000), 200) != "cholesky"
+
+
+@pytest.mark.parametrize("block", [None, 3])
+def test_primal_refit_by_one_eigendecomposition(monkeypatch, block):
+    """The refit's other route (one eigendecomposition of the Gram instead of a Cholesky
+    factor per distinct alpha) gives the same weights."""
+    X, Y, groups = problem(90, 24, K, seed=12)
+    chol = fit(X, Y, groups, solver="primal", factorization="cholesky", target_block=block)
+    monkeypatch.setattr(ridge_primal, "refit_factorization", lambda *a: "eigh")
+    eigh = fit(X, Y, groups, solver="primal", factorization="cholesky", target_block=block)
+    assert "eigh" in eigh.fit_info_["factorization"]
+    np.testing.assert_array_equal(eigh.alpha_, chol.alpha_)
+    np.testing.assert_allclose(eigh.coef_, chol.coef_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(eigh.intercept_, chol.intercept_, rtol=1e-7, atol=1e-10)

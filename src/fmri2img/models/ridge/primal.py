@@ -218,6 +218,18 @@ class _Primal:
         self.store.write(cols, coef)
         self.intercepts[cols] = intercept(self.ybar[cols], self.mu, coef, self.ops.np_dtype)
 
+    def write_eigen(self, sl: slice, s: Any, V: Any, B: Any, local: np.ndarray) -> None:
+        """Weights of block ``sl`` from ``G = V diag(s) V^T`` and ``B = V^T X^T Y``, each
+        target at its own alpha (``local`` indexes ``alphas``)."""
+        ops, p = self.ops, self.p
+        coef = np.empty((p, B.shape[1]), dtype=ops.np_dtype)
+        for a_idx in np.unique(local):
+            cols = np.flatnonzero(local == a_idx)
+            shrink = (s + float(self.alphas[a_idx]))[:, None]
+            coef[:, cols] = ops.numpy(V @ (B[:, ops.index(cols)] / shrink))
+            self.flops.gemm(p, len(cols), p)
+        self.write(sl, coef)
+
     # -- per-fold routes --------------------------------------------------------------
     def per_fold(self, how: str) -> set[str]:
         """Score every alpha on every fold from the fold's downdated Gram: one
@@ -295,14 +307,7 @@ class _Primal:
             for sl in self.blocks:
                 B = V.T @ self.cross(sl)
                 flops.gemm(p, B.shape[1], p)
-                coef = np.empty((p, B.shape[1]), dtype=ops.np_dtype)
-                local = alpha_index[sl]
-                for a_idx in np.unique(local):
-                    cols = np.flatnonzero(local == a_idx)
-                    shrink = (s + float(self.alphas[a_idx]))[:, None]
-                    coef[:, cols] = ops.numpy(V @ (B[:, ops.index(cols)] / shrink))
-                    flops.gemm(p, len(cols), p)
-                self.write(sl, coef)
+                self.write_eigen(sl, s, V, B, alpha_index[sl])
             return {"eigh"}
         solver = ShiftedSolver(ops, self.G, flops, ops.factor_buffer(self.G))
         for a_idx in distinct:
@@ -360,13 +365,6 @@ class _Primal:
                      time.perf_counter() - t0)
         alpha_index = choose_alphas(self.scores, per_target)
         for sl in self.blocks:
-            B = held if held is not None else projected(sl)
-            coef = np.empty((p, B.shape[1]), dtype=ops.np_dtype)
-            local = alpha_index[sl]
-            for a_idx in np.unique(local):
-                cols = np.flatnonzero(local == a_idx)
-                shrink = (s + float(self.alphas[a_idx]))[:, None]
-                coef[:, cols] = ops.numpy(V @ (B[:, ops.index(cols)] / shrink))
-                flops.gemm(p, len(cols), p)
-            self.write(sl, coef)
+            self.write_eigen(sl, s, V, held if held is not None else projected(sl),
+                             alpha_index[sl])
         return alpha_index, {"eigh"}

@@ -20,3 +20,18 @@ def tiny_nsd(tmp_path: Path) -> TinyNSD:
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not present")
+
+
+@pytest.fixture(scope="session")
+def planted_study(tmp_path_factory: pytest.TempPathFactory):
+    """The ``small`` simulation with its planted imagery effects, four subjects indexed,
+    ridge and mlp perception decoders (analysis_fixture.Study)."""
+    from analysis_fixture import build_study
+    return build_study(tmp_path_factory.mktemp("planted"), models=("ridge", "mlp"))
+
+
+@pytest.fixture(scope="session")
+def null_study(tmp_path_factory: pytest.TempPathFactory):
+    """The same under ``--null``: imagery statistically identical to perception."""
+    from analysis_fixture import build_study
+    return build_study(tmp_path_factory.mktemp("null"), null=True, models=("ridge", "mlp"))

@@ -26,6 +26,13 @@ from fmri2img.data.summary import summarize_imagery, summarize_perception
 from fmri2img.errors import DataError
 from fmri2img.experiments.ablation import AblationConfig, run_ablation
 from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
+from fmri2img.experiments.analyses import NAMES as ANALYSES
+from fmri2img.experiments.analyses.runner import (
+    AnalyzeConfig,
+    FiguresConfig,
+    redraw_figures,
+    run_analyze,
+)
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
 from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
@@ -131,6 +138,22 @@ def cmd_imagery_rsa(args: argparse.Namespace) -> None:
     Console().print((cfg.output_dir / "rsa.md").read_text())
 
 
+def cmd_analyze(args: argparse.Namespace) -> None:
+    cfg = config_from_args(AnalyzeConfig, args)
+    out = run_analyze(cfg)
+    console = Console()
+    if cfg.dry_run:
+        for line in out["dry_run"]:
+            console.print(line, soft_wrap=True)
+        return
+    console.print((cfg.output_dir / "summary.md").read_text(), soft_wrap=True)
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    files = redraw_figures(config_from_args(FiguresConfig, args))
+    log.info("%d figure files written", len(files))
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     run_study(config_from_args(StudyConfig, args))
 
@@ -184,11 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
              EvalConfig, extra={"adapter_type": {"choices": ["auto", *adapters]}})
     _command(sub, "imagery-rsa", "vision-imagery RSA per subject, stimulus set and ROI, "
              "with group means and sign-flip p-values", cmd_imagery_rsa, ImageryRSAConfig)
+    _command(sub, "analyze", "the perception-vs-imagery analyses per subject, with "
+             "statistics, summary and figures", cmd_analyze, AnalyzeConfig,
+             extra={"analyses": {"choices": list(ANALYSES)},
+                    "options": {"help": "per-analysis options, e.g. --options "
+                                "uncertainty='{n_passes: 50}'"}})
+    _command(sub, "figures", "redraw every analysis figure (PNG, PDF) from saved results",
+             cmd_figures, FiguresConfig)
     _command(sub, "study", "the main job: simulate (or use --nsd-root), index, train, "
              "evaluate, ablate", cmd_study, StudyConfig, extra={
                  "models": {"choices": decoders, "nargs": "*"},
                  "ablation_model": {"choices": [*decoders, None]},
-                 "ablation_methods": {"choices": methods}})
+                 "ablation_methods": {"choices": methods},
+                 "analyses": {"choices": list(ANALYSES), "nargs": "*"}})
     return parser
 
 

@@ -31,6 +31,7 @@ from fmri2img.data.splits import Protocol
 from fmri2img.data.trials import IndexData
 from fmri2img.errors import DataError
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
+from fmri2img.experiments.executor import execute
 from fmri2img.experiments.methods import (
     ADAPTER,
     CONTROL_OF,
@@ -46,7 +47,6 @@ from fmri2img.io.checkpoint import load_checkpoint
 from fmri2img.io.checksum import file_checksum
 from fmri2img.io.reuse import run_once
 from fmri2img.models import registry
-from fmri2img.progress import progress
 from fmri2img.report.ablation_figures import write_figures
 from fmri2img.report.ablation_tables import write_tables
 from fmri2img.report.hypotheses_report import render as render_hypotheses
@@ -302,37 +302,9 @@ def _row(subj: str, method: str, frac: float, cfg: AblationConfig,
     }
 
 
-# ----------------------------------------------------------------------------- execution
-def _execute(cells: list[dict[str, Any]], scheduler: str | None,
-             workers: int = 1) -> list[dict[str, Any]]:
-    if scheduler is None and workers == 1:
-        return [run_cell(c) for c in progress(cells, "ablation cells")]
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError as exc:  # pragma: no cover - dask is a declared dependency
-        raise RuntimeError("--scheduler and --workers need dask[distributed]: pip install "
-                           "'dask[distributed]'") from exc
-    if scheduler is not None:
-        log.info("running %d cells on the Dask cluster at %s", len(cells), scheduler)
-        with Client(scheduler) as client:
-            return _gather(client, cells, as_completed)
-    # One thread per worker (Dask's nannies set the BLAS and OpenMP thread counts to 1):
-    # small torch steps gain little from a second thread, a second cell gains all of it.
-    log.info("running %d cells in %d local worker processes", len(cells), workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        return _gather(client, cells, as_completed)
-
-
-def _gather(client: Any, cells: list[dict[str, Any]], as_completed: Any
-            ) -> list[dict[str, Any]]:
-    futures = client.map(run_cell, cells, pure=False)
-    for i, fut in enumerate(progress(as_completed(futures), "ablation cells",
-                                     total=len(futures)), 1):
-        row = fut.result()["row"]
-        log.info("cell %d/%d done: %s %s", i, len(futures), row["subject"],
-                 cell_name(row["method"], row["fraction"]))
-    return client.gather(futures)
+def _describe(record: dict[str, Any]) -> str:
+    row = record["row"]
+    return f"{row['subject']} {cell_name(row['method'], row['fraction'])}"
 
 
 def _check_decoder(cfg: AblationConfig) -> None:
@@ -358,7 +330,8 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     out = cfg.output_dir
     _check_decoder(cfg)
     cells = _cells(cfg)
-    records = _execute(cells, cfg.scheduler, cfg.workers)
+    records = execute(run_cell, cells, cfg.scheduler, cfg.workers, "ablation cells",
+                      _describe)
     rows = add_comparisons([r["row"] for r in records], cfg.primary_metric,
                            n_resamples=cfg.n_bootstrap, seed=cfg.seed)
     write_json(out / "metrics_all.json", {"config": cfg.resolved(), "rows": rows})

@@ -25,12 +25,14 @@ from fmri2img.data.nsd_layout import subject_name
 from fmri2img.data.simulate import SimulationConfig, simulate
 from fmri2img.data.summary import summarize_imagery, summarize_perception, write_summary
 from fmri2img.errors import DataError
+from fmri2img.experiments import analyses
 from fmri2img.experiments.ablation import (
     AblationConfig,
     check_methods,
     needs_gradient_decoder,
     run_ablation,
 )
+from fmri2img.experiments.analyses.runner import AnalyzeConfig, run_analyze
 from fmri2img.experiments.h1 import H1Config, run_h1
 from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
 from fmri2img.experiments.train_decoder import checkpoint_path
@@ -85,9 +87,23 @@ class StudyConfig(StrictModel):
     ablation_workers: int = Field(1, ge=1, description="local worker processes running the "
                                                        "ablation's cells, one thread each")
 
+    analyses: list[str] = Field(default_factory=lambda: list(analyses.NAMES),
+                                description="perception-vs-imagery analyses run after the "
+                                            "ablation (fmri2img analyze); none: skip them")
+    analysis_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-analysis options (see fmri2img analyze)")
+
     _models = field_validator("models")(
         classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
     _methods = field_validator("ablation_methods")(classmethod(lambda cls, v: check_methods(v)))
+
+    @field_validator("analyses")
+    @classmethod
+    def _analyses(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a not in analyses.NAMES]
+        if bad:
+            raise ValueError(f"analyses must be among {', '.join(analyses.NAMES)}; got {bad}")
+        return v
 
 
 def ensure_simulated(cfg: StudyConfig) -> Path:
@@ -150,6 +166,41 @@ def run_study_rsa(cfg: StudyConfig, idx_dir: Path, console: Console) -> dict[str
     return {k: rsa[k] for k in ("group", "contrasts", "second_order")}
 
 
+def run_study_analyses(cfg: StudyConfig, root: Path, idx_dir: Path, targets: Path,
+                       console: Console) -> dict[str, Any]:
+    """The analyses on the study's indices and decoders; those that need a decoder the
+    study did not train are left out with a note."""
+    checkpoints = {m: str(checkpoint_path(cfg.out / "decoders" / "{subject}" / m))
+                   for m in cfg.models}
+    words = root / "targets" / "clip_like_words.parquet"
+    semantic = words if cfg.nsd_root is None and cfg.targets is None and words.exists() \
+        else None
+    chosen = []
+    for name in cfg.analyses:
+        opts = analyses.get(name).Options(**cfg.analysis_options.get(name, {}))
+        lacking = [n.split(":", 1)[1] for n in analyses.get(name).needs(opts)
+                   if n.startswith("checkpoint:") and n.split(":", 1)[1] not in checkpoints]
+        if lacking:
+            log.info("analysis %s left out: it needs the %s decoder (--models)", name,
+                     ", ".join(lacking))
+        else:
+            chosen.append(name)
+    if not chosen:
+        return {}
+    acfg = AnalyzeConfig(
+        imagery_index=str(idx_dir / "{subject}_imagery.parquet"),
+        perception_index=str(idx_dir / "{subject}_nsd.parquet"), targets=targets,
+        checkpoints=checkpoints, semantic_table=semantic, subjects=cfg.subjects,
+        analyses=chosen, options={k: v for k, v in cfg.analysis_options.items()
+                                  if k in chosen},
+        output_dir=cfg.out / "analyses", seed=cfg.seed)
+    t0 = time.perf_counter()
+    found = run_analyze(acfg)
+    console.print((acfg.output_dir / "summary.md").read_text(), soft_wrap=True)
+    return {"output_dir": str(acfg.output_dir), "seconds": round(time.perf_counter() - t0, 1),
+            "findings": {k: v["group"]["finding"] for k, v in found.items()}}
+
+
 def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
     console = console or make_console()
     t0 = time.perf_counter()
@@ -188,6 +239,8 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
         print_h1_table(rows, console, result["h1_decoders"])
         if cfg.ablation_model in cfg.models and cfg.ablation_methods:
             result["ablation"] = run_study_ablation(cfg, idx_dir, targets, console)
+        if cfg.analyses:
+            result["analyses"] = run_study_analyses(cfg, root, idx_dir, targets, console)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(cfg.out / "study_result.json", result)
     console.print(f"done in {result['seconds']} s; outputs in {cfg.out}")

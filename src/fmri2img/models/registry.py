@@ -86,6 +86,7 @@ decoders: Registry[Decoder] = Registry("decoder", {
     "mlp": "fmri2img.models.mlp",
     "two_stage": "fmri2img.models.two_stage",
     "contrastive_mlp": "fmri2img.models.contrastive_mlp",
+    "multi_target": "fmri2img.models.multi_target",
 })
 
 adapters: Registry[Any] = Registry("adapter", {

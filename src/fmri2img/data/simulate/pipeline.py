@@ -82,6 +82,9 @@ from fmri2img.io.embedding_table import write_embedding_table
 logger = logging.getLogger(__name__)
 
 EMBEDDING_TABLE = "targets/clip_like.parquet"
+# Every category, superordinate and attribute word in the same space, as a CLIP text
+# tower would embed them: what spans the semantic subspace of the analyses.
+WORD_TABLE = "targets/clip_like_words.parquet"
 # Everything simulate() writes at the top of a root; removed before re-simulating there.
 OUTPUTS = ("nsddata", "nsddata_betas", "nsddata_stimuli", "targets", truth.GROUND_TRUTH_DIR,
            truth.GROUND_TRUTH_JSON, truth.CONFIG_YAML)
@@ -120,6 +123,7 @@ def simulate(out_dir: str | Path, cfg: SimulationConfig, *, progress: bool | Non
     """Write a complete simulated NSD + NSD-Imagery root under ``out_dir``; return it.
 
     The root also holds ``targets/clip_like.parquet`` (embedding table),
+    ``targets/clip_like_words.parquet`` (the concept words in the same space),
     ``ground_truth.json`` + ``ground_truth/`` and ``simulation_config.yaml``.
     ``progress`` shows a bar on stderr (default: at nsd scale on a terminal).
     """
@@ -240,6 +244,15 @@ def _write_embeddings(root: Path, cfg: SimulationConfig, bank: StimulusBank, cat
         root / EMBEDDING_TABLE, keys, emb, stimulus_ids=stimulus_ids, captions=captions,
         meta={"model": "simulated-clip-like", "space": "clip_like", "seed": cfg.seed,
               "simulated": True},
+    )
+    words = sorted(bank.word_latents)
+    # a word has no low-level content of its own: the population mean (0 after scaling)
+    w_emb = embedder.embed(np.stack([bank.word_latents[w] for w in words]),
+                           np.zeros((len(words), bank.z_low.shape[1]), np.float32))
+    write_embedding_table(
+        root / WORD_TABLE, [f"word:{w}" for w in words], w_emb, captions=words,
+        meta={"model": "simulated-clip-like", "space": "clip_like", "seed": cfg.seed,
+              "simulated": True, "kind": "words"},
     )
 
 

@@ -1,0 +1,1 @@
+"""Figures of the perception-vs-imagery analyses, one module per analysis."""

@@ -213,7 +213,8 @@ def combine(per_subject: dict[str, dict[str, Any]], options: Options,
                  else "imagery keeps less of vision higher up the hierarchy")
     ratios = ", ".join(f"{n} {e['ratio']:.2f}" for n, e in overall["rois"].items()
                        if e["ratio"] is not None)
-    sets = ", ".join(f"{n} {g['slope']['value']:+.3f} (p {g['slope']['p']:.2g})"
+    sets = ", ".join(f"{n} {g['slope']['value']:+.3f} (p {g['slope']['p']:.2g}, "
+                     f"{sum(e['ratio'] is not None for e in g['rois'].values())} ROIs)"
                      for n, g in by_set.items() if g["slope"]["value"] is not None)
     contrast_text = (f"; contrast {'+'.join(options.high)} - {'+'.join(options.low)} "
                      f"{ct['value']:+.2f} [{_fmt(ct['ci'][0])}, {_fmt(ct['ci'][1])}] "

@@ -157,14 +157,25 @@ class SubjectInputs:
         return pipe.predict(x)
 
 
+DRAW_DIGITS = 5  # bootstrap and null draws kept in a result, for the group statistics
+
+
+def num(x: Any) -> float | None:
+    """A JSON number: None for missing or non-finite values."""
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def draws(x: np.ndarray) -> list[float | None]:
+    """Resampling draws as JSON numbers, rounded (they feed group statistics only)."""
+    return [num(round(float(v), DRAW_DIGITS)) for v in np.ravel(x)]
+
+
 def not_testable(why: str, **extra: Any) -> dict[str, Any]:
     return {"testable": False, "why": why, **extra}
 
 
 def effect(name: str, value: float | None, ci: Sequence[float] | None,
            p: float | None) -> dict[str, Any]:
-    def num(x: Any) -> float | None:
-        return None if x is None or not np.isfinite(x) else float(x)
     return {"name": name, "value": num(value),
             "ci": None if ci is None else [num(ci[0]), num(ci[1])], "p": num(p)}
 

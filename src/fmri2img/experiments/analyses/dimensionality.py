@@ -30,8 +30,10 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.report.analyses.dimensionality import draw
 
@@ -40,7 +42,6 @@ log = logging.getLogger(__name__)
 IMAGE_SETS = ("simple", "complex")
 
 DECODED = "decoded"
-_DIGITS = 5  # draws kept in the result for the group statistics
 
 
 class Options(StrictModel):
@@ -79,14 +80,6 @@ class Options(StrictModel):
 
 def needs(options: Options) -> list[str]:
     return [f"checkpoint:{options.model}"] if options.decoded else []
-
-
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), _DIGITS) for v in x]
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _gram(x: np.ndarray) -> np.ndarray:
@@ -130,22 +123,22 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
                                 seed=common.seed + 1000 * subject_no + k,
                                 confidence=1 - common.alpha)
         if not np.isfinite(r.difference):
-            out[name] = {"n_features": sizes[name], "pr_vision": _num(r.pr_vision),
-                         "pr_imagery": _num(r.pr_imagery), "difference": None,
+            out[name] = {"n_features": sizes[name], "pr_vision": num(r.pr_vision),
+                         "pr_imagery": num(r.pr_imagery), "difference": None,
                          "why": "no measurable signal variance in a domain"}
             continue
         out[name] = {
             "n_features": sizes[name], "pr_vision": r.pr_vision, "pr_imagery": r.pr_imagery,
-            "pr_vision_ci": [_num(c) for c in r.ci_vision],
-            "pr_imagery_ci": [_num(c) for c in r.ci_imagery],
-            "difference": _num(r.difference),
-            "difference_ci": [_num(c) for c in r.ci_difference], "p": r.p,
-            "pr_clipped_vision": _num(r.pr_clipped_vision),
-            "pr_clipped_imagery": _num(r.pr_clipped_imagery),
-            "n90_vision": _num(r.n90_vision), "n90_imagery": _num(r.n90_imagery),
-            "spectrum_vision": _draws(r.spectrum_vision),
-            "spectrum_imagery": _draws(r.spectrum_imagery),
-            "bootstrap": _draws(r.bootstrap), "null": _draws(r.null)}
+            "pr_vision_ci": [num(c) for c in r.ci_vision],
+            "pr_imagery_ci": [num(c) for c in r.ci_imagery],
+            "difference": num(r.difference),
+            "difference_ci": [num(c) for c in r.ci_difference], "p": r.p,
+            "pr_clipped_vision": num(r.pr_clipped_vision),
+            "pr_clipped_imagery": num(r.pr_clipped_imagery),
+            "n90_vision": num(r.n90_vision), "n90_imagery": num(r.n90_imagery),
+            "spectrum_vision": draws(r.spectrum_vision),
+            "spectrum_imagery": draws(r.spectrum_imagery),
+            "bootstrap": draws(r.bootstrap), "null": draws(r.null)}
         log.info("dimensionality %s %s: PR vision %.2f imagery %.2f (p %.3g)",
                  inputs.subject, name, r.pr_vision, r.pr_imagery, r.p)
     return {"testable": True, "primary": options.primary, "representations": out,

@@ -42,8 +42,10 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.io.atomic import atomic_path
 from fmri2img.io.checksum import file_checksum
@@ -66,7 +68,6 @@ FamilyName = Literal["semantic", "pixels", "lowlevel", "autoencoder"]
 IMAGE_SETS = ("simple", "complex")  # set C (conceptual) has no target image
 EXCLUDED = ("conceptual targets (set C) are words without an image, so they have no "
             "structural targets: sets A and B only")
-_DRAW_DIGITS = 5  # bootstrap/null draws kept in the result, for the group statistics
 
 
 class Options(StrictModel):
@@ -211,14 +212,6 @@ def _train(inputs: SubjectInputs, options: Options, families: list[str],
     return pipe, fit
 
 
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), _DRAW_DIGITS) for v in x]
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
 def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, Any]:
     families = _families(inputs, options)
     subject_no = int("".join(c for c in inputs.subject if c.isdigit()) or 0)
@@ -271,7 +264,7 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
     everything = np.ones(len(rows), dtype=bool)
     first = test(everything, np.ones(len(families), dtype=bool), 0)
     per_family = {f: {"structural": bool(s), "vision": float(v), "imagery": float(i),
-                      "ratio": _num(r), "gap": _num(g), "gap_ci": [_num(c) for c in ci]}
+                      "ratio": num(r), "gap": num(g), "gap_ci": [num(c) for c in ci]}
                   for f, s, v, i, r, g, ci in zip(
                       families, structural, first.vision, first.imagery, first.ratio,
                       first.gap, first.gap_ci, strict=True)}
@@ -293,18 +286,18 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
         if len(set(target[mask])) < 2:
             continue
         part = test(mask, use, 2 + k)
-        by_set[name] = {"ssi": _num(part.ssi), "ci": [_num(c) for c in part.ci],
+        by_set[name] = {"ssi": num(part.ssi), "ci": [num(c) for c in part.ci],
                         "p": part.p, "p_ssi": part.p_ssi,
-                        "gap": {f: _num(g) for f, g in zip(part.families, part.gap,
+                        "gap": {f: num(g) for f, g in zip(part.families, part.gap,
                                                             strict=True)}}
     return {"testable": True, **base, "ssi": result.ssi,
-            "ssi_ci": [_num(c) for c in result.ci], "p": result.p, "t": result.t,
+            "ssi_ci": [num(c) for c in result.ci], "p": result.p, "t": result.t,
             "p_ssi": result.p_ssi,
             "used_families": result.families, "dropped_families": dropped,
-            "gap_structural": _num(float(np.mean(result.gap[result.structural]))),
-            "gap_semantic": _num(float(np.mean(result.gap[~result.structural]))),
-            "by_set": by_set, "bootstrap_ssi": _draws(result.bootstrap),
-            "null_t": _draws(result.null)}
+            "gap_structural": num(float(np.mean(result.gap[result.structural]))),
+            "gap_semantic": num(float(np.mean(result.gap[~result.structural]))),
+            "by_set": by_set, "bootstrap_ssi": draws(result.bootstrap),
+            "null_t": draws(result.null)}
 
 
 def combine(per_subject: dict[str, dict[str, Any]], options: Options,

@@ -48,15 +48,16 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.experiments.analyses.roi_decoding import IMAGE_SETS, WHOLE, roi_scores
 from fmri2img.report.analyses.fingerprints import draw
 
 log = logging.getLogger(__name__)
 
-_DIGITS = 5
 _NULL_PROFILES = 500  # domain-permuted full profiles kept per subject
 ROI, TARGET = "roi:", "target:"
 
@@ -88,14 +89,6 @@ class Options(StrictModel):
 
 def needs(options: Options) -> list[str]:
     return ["perception_index"]
-
-
-def _num(x: Any) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [_num(round(float(v), _DIGITS)) for v in np.ravel(x)]
 
 
 def _arr(x: Any) -> np.ndarray:
@@ -142,7 +135,7 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
     ratios = element_values(vis_e, img_e, pool_e, "ratio")
     n_finite = int(np.isfinite(values).sum())
     profile = {n: {"vision": float(v), "imagery": float(i), "pooled": float(q),
-                   "ratio": _num(r), "value": _num(x)}
+                   "ratio": num(r), "value": num(x)}
                for n, v, i, q, r, x in zip(names, vis_e, img_e, pool_e, ratios, values,
                                            strict=True)}
     if n_finite < options.min_elements:
@@ -168,11 +161,11 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
     return {"testable": True, **base, "elements": names, "profile": profile,
             "n_targets": len(codes),
             "n_trials": {"vision": int((~img).sum()), "imagery": int(img.sum())},
-            "reliability": {"r_half": _num(rel.r_half), "r_full": _num(rel.r_full),
-                            "p": _num(rel.p), "per_split": _draws(rel.per_split),
-                            "null": _draws(rel.null)},
-            "halves": [[_draws(h) for h in split] for split in halves],
-            "null_profiles": [_draws(x) for x in null_profiles]}
+            "reliability": {"r_half": num(rel.r_half), "r_full": num(rel.r_full),
+                            "p": num(rel.p), "per_split": draws(rel.per_split),
+                            "null": draws(rel.null)},
+            "halves": [[draws(h) for h in split] for split in halves],
+            "null_profiles": [draws(x) for x in null_profiles]}
 
 
 def _aligned(ok: dict[str, dict[str, Any]]
@@ -250,18 +243,18 @@ def combine(per_subject: dict[str, dict[str, Any]], options: Options,
                              ident.p),
             "significant": significant, "n_subjects": len(ok), "subjects": subjects,
             "chance": ident.chance, "exact": ident.exact,
-            "per_split": _draws(ident.per_split), "null": _draws(ident.null),
-            "i_diff": {"value": _num(ident.i_diff), "p": _num(ident.p_i_diff),
-                       "self": _num(ident.self_r), "other": _num(ident.other_r)},
+            "per_split": draws(ident.per_split), "null": draws(ident.null),
+            "i_diff": {"value": num(ident.i_diff), "p": num(ident.p_i_diff),
+                       "self": num(ident.self_r), "other": num(ident.other_r)},
             "reliability": {"r_half": r_half, "p": p_rel,
                             "r_full": float(np.mean([x["r_full"] for x in rel])),
                             "per_subject": {s: r["reliability"]["r_full"]
                                             for s, r in ok.items()}},
-            "similarity": {"mean": _num(between), "p": _num(p_between),
-                           "matrix": [_draws(row) for row in mat]},
-            "half_correlation": [_draws(row) for row in ident.mean_correlation],
+            "similarity": {"mean": num(between), "p": num(p_between),
+                           "matrix": [draws(row) for row in mat]},
+            "half_correlation": [draws(row) for row in ident.mean_correlation],
             "centred": options.centre,
-            "elements": names, "profiles": {s: _draws(p) for s, p in zip(subjects, full,
+            "elements": names, "profiles": {s: draws(p) for s, p in zip(subjects, full,
                                                                           strict=True)},
             "not_testable": not_ok}
 

@@ -27,8 +27,10 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.experiments.analyses.roi_decoding import WHOLE, roi_scores
 from fmri2img.report.analyses.roi_hierarchy import draw
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 
 SETS = ("simple", "complex", "conceptual")
 OVERALL = "all"
-_DIGITS = 5
 
 
 class Options(StrictModel):
@@ -75,33 +76,25 @@ def needs(options: Options) -> list[str]:
     return ["perception_index"]
 
 
-def _num(x: Any) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [_num(round(float(v), _DIGITS)) for v in x]
-
-
 def _part(r: HierarchyProfile, with_roi_draws: bool) -> dict[str, Any]:
     rois = {name: {"position": float(p), "vision": float(v), "imagery": float(i),
-                   "pooled": float(q), "ratio": _num(t), "ratio_ci": [_num(c) for c in ci],
+                   "pooled": float(q), "ratio": num(t), "ratio_ci": [num(c) for c in ci],
                    "used": bool(u)}
             for name, p, v, i, q, t, ci, u in zip(
                 r.rois, r.positions, r.vision, r.imagery, r.pooled, r.ratio, r.ratio_ci,
                 r.used, strict=True)}
     out: dict[str, Any] = {
-        "rois": rois, "n_used": int(r.used.sum()), "slope": _num(r.slope),
-        "slope_ci": [_num(c) for c in r.slope_ci], "t_slope": _num(r.t_slope),
-        "p": _num(r.p), "p_ratio": _num(r.p_ratio), "contrast": _num(r.contrast),
-        "contrast_ci": [_num(c) for c in r.contrast_ci], "t_contrast": _num(r.t_contrast),
-        "p_contrast": _num(r.p_contrast), "n_targets": r.n_targets,
+        "rois": rois, "n_used": int(r.used.sum()), "slope": num(r.slope),
+        "slope_ci": [num(c) for c in r.slope_ci], "t_slope": num(r.t_slope),
+        "p": num(r.p), "p_ratio": num(r.p_ratio), "contrast": num(r.contrast),
+        "contrast_ci": [num(c) for c in r.contrast_ci], "t_contrast": num(r.t_contrast),
+        "p_contrast": num(r.p_contrast), "n_targets": r.n_targets,
         "n_trials": {"vision": r.n_vision, "imagery": r.n_imagery},
-        "bootstrap_slope": _draws(r.bootstrap_slope), "null_slope": _draws(r.null_slope),
-        "bootstrap_contrast": _draws(r.bootstrap_contrast),
-        "null_contrast": _draws(r.null_contrast)}
+        "bootstrap_slope": draws(r.bootstrap_slope), "null_slope": draws(r.null_slope),
+        "bootstrap_contrast": draws(r.bootstrap_contrast),
+        "null_contrast": draws(r.null_contrast)}
     if with_roi_draws:
-        out["bootstrap_ratio"] = {n: _draws(b) for n, b in
+        out["bootstrap_ratio"] = {n: draws(b) for n, b in
                                   zip(r.rois, r.bootstrap_ratio, strict=True)}
     return out
 
@@ -138,7 +131,7 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
         cells = Cells.of(stage.target[mask], stage.imagery[mask])
         v, i = cells.domain_means(stage.of(WHOLE)[None, mask])
         whole = {"vision": float(v[0]), "imagery": float(i[0]),
-                 "ratio": _num(preservation_ratio(v, i)[0])}
+                 "ratio": num(preservation_ratio(v, i)[0])}
     overall = parts.get(OVERALL)
     if overall is None:
         return not_testable(f"fewer than 2 targets of sets {options.sets}", **base)
@@ -167,7 +160,7 @@ def _group_part(parts: list[dict[str, Any]], confidence: float) -> dict[str, Any
             continue
         mean, ci = group_mean([p[stat] for p in have], [_arr(p[boot]) for p in have],
                               confidence)
-        out[stat] = {"value": mean, "ci": [_num(c) for c in ci],
+        out[stat] = {"value": mean, "ci": [num(c) for c in ci],
                      "p": pooled_p([p[t] for p in have], [_arr(p[null]) for p in have]),
                      "n": len(have), "n_positive": int(sum(p[stat] > 0 for p in have))}
     positions = {n: e["position"] for p in parts for n, e in p["rois"].items()}
@@ -177,15 +170,15 @@ def _group_part(parts: list[dict[str, Any]], confidence: float) -> dict[str, Any
                 and p["rois"][n]["ratio"] is not None]
         entry: dict[str, Any] = {
             "position": positions[n],
-            "ratio": _num(np.mean([v["ratio"] for v in vals])) if vals else None,
-            "vision": _num(np.mean([v["vision"] for v in vals])) if vals else None,
-            "imagery": _num(np.mean([v["imagery"] for v in vals])) if vals else None,
+            "ratio": num(np.mean([v["ratio"] for v in vals])) if vals else None,
+            "vision": num(np.mean([v["vision"] for v in vals])) if vals else None,
+            "imagery": num(np.mean([v["imagery"] for v in vals])) if vals else None,
             "n": len(vals), "ci": None}
-        draws = [_arr(p["bootstrap_ratio"][n]) for p in parts
+        boots = [_arr(p["bootstrap_ratio"][n]) for p in parts
                  if "bootstrap_ratio" in p and n in p["rois"] and p["rois"][n]["used"]
                  and p["rois"][n]["ratio"] is not None]
-        if draws and len(draws) == len(vals):
-            entry["ci"] = [_num(c) for c in group_mean([v["ratio"] for v in vals], draws,
+        if boots and len(boots) == len(vals):
+            entry["ci"] = [num(c) for c in group_mean([v["ratio"] for v in vals], boots,
                                                         confidence)[1]]
         rois[n] = entry
     out["rois"] = rois

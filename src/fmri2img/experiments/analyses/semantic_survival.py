@@ -40,8 +40,10 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.experiments.analyses.uncertainty import gallery_of
 from fmri2img.report.analyses.semantic_survival import draw
@@ -49,7 +51,6 @@ from fmri2img.report.analyses.semantic_survival import draw
 log = logging.getLogger(__name__)
 SETS = ("simple", "complex", "conceptual")
 PARTS = ("semantic", "rest")
-_DIGITS = 5
 
 
 class Options(StrictModel):
@@ -83,14 +84,6 @@ def needs(options: Options) -> list[str]:
     return [f"checkpoint:{options.model}", "semantic_table"]
 
 
-def _num(x: Any) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), _DIGITS) for v in x]
-
-
 def _groups(rows: pd.DataFrame, column: str) -> dict[str, list[str]]:
     if column not in rows:
         return {}
@@ -99,14 +92,14 @@ def _groups(rows: pd.DataFrame, column: str) -> dict[str, list[str]]:
 
 
 def _preservation_dict(p: Preservation, keys: dict[str, str]) -> dict[str, Any]:
-    return {"targets": {str(t): {"stimulus": keys.get(str(t)), "vision": _num(v),
-                                 "imagery": _num(i), "ratio": _num(r),
-                                 "ci": [_num(c) for c in ci], "n_vision": int(nv),
+    return {"targets": {str(t): {"stimulus": keys.get(str(t)), "vision": num(v),
+                                 "imagery": num(i), "ratio": num(r),
+                                 "ci": [num(c) for c in ci], "n_vision": int(nv),
                                  "n_imagery": int(ni)}
                         for t, v, i, r, ci, nv, ni in zip(
                             p.targets, p.vision, p.imagery, p.ratio, p.ratio_ci,
                             p.n_vision, p.n_imagery, strict=True)},
-            "groups": {g: {**d, "ratio": _num(d["ratio"]), "ci": [_num(c) for c in d["ci"]]}
+            "groups": {g: {**d, "ratio": num(d["ratio"]), "ci": [num(c) for c in d["ci"]]}
                        for g, d in p.groups.items()}}
 
 
@@ -137,8 +130,8 @@ def _decomposition(scores: dict[str, np.ndarray], target: np.ndarray,
     if len(set(target[pooled])) < 2:
         return not_testable(f"fewer than 2 targets in the sets {options.decomposition_sets}")
     res = test(pooled, 0)
-    parts = {p: {"vision": float(v), "imagery": float(i), "ratio": _num(r),
-                 "ci": [_num(1 - c) for c in ci[::-1]]}
+    parts = {p: {"vision": float(v), "imagery": float(i), "ratio": num(r),
+                 "ci": [num(1 - c) for c in ci[::-1]]}
              for p, v, i, r, ci in zip(PARTS, res.vision, res.imagery, res.ratio,
                                        res.gap_ci, strict=True)}
     low = [p for p, v in zip(PARTS, res.vision, strict=True) if v < options.min_vision]
@@ -152,15 +145,15 @@ def _decomposition(scores: dict[str, np.ndarray], target: np.ndarray,
         if len(set(target[mask])) < 2:
             continue
         r = test(mask, 1 + k)
-        by_set[name] = {"difference": _num(r.ssi), "ci": [_num(c) for c in r.ci], "p": r.p,
+        by_set[name] = {"difference": num(r.ssi), "ci": [num(c) for c in r.ci], "p": r.p,
                         "pooled": name in options.decomposition_sets,
-                        **{f"ratio_{p}": _num(x) for p, x in zip(PARTS, r.ratio,
+                        **{f"ratio_{p}": num(x) for p, x in zip(PARTS, r.ratio,
                                                                  strict=True)}}
     return {"testable": True, "sets": list(options.decomposition_sets),
-            "n_targets": res.n_targets, "parts": parts, "difference": _num(res.ssi),
-            "ci": [_num(c) for c in res.ci], "p": res.p, "p_direct": res.p_ssi,
-            "t": res.t, "by_set": by_set, "bootstrap": _draws(res.bootstrap),
-            "null_t": _draws(res.null)}
+            "n_targets": res.n_targets, "parts": parts, "difference": num(res.ssi),
+            "ci": [num(c) for c in res.ci], "p": res.p, "p_direct": res.p_ssi,
+            "t": res.t, "by_set": by_set, "bootstrap": draws(res.bootstrap),
+            "null_t": draws(res.null)}
 
 
 def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, Any]:
@@ -264,7 +257,7 @@ def combine(per_subject: dict[str, dict[str, Any]], options: Options,
                             [r["t"] for r in dec.values()],
                             [_arr(r["null_t"]) for r in dec.values()],
                             confidence=1 - common.alpha)
-    part_ratio = {p_: float(np.nanmean([_num(r["parts"][p_]["ratio"]) or np.nan
+    part_ratio = {p_: float(np.nanmean([num(r["parts"][p_]["ratio"]) or np.nan
                                         for r in dec.values()])) for p_ in PARTS}
     by_set = {}
     for name in SETS:

@@ -47,8 +47,10 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.report.analyses.topology import draw
 
@@ -56,7 +58,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SETS = ("simple", "complex")
 
-_DIGITS = 5
 DIMS = ("H0", "H1")
 
 
@@ -85,14 +86,6 @@ class Options(StrictModel):
 
 def needs(options: Options) -> list[str]:
     return [f"checkpoint:{options.model}"]
-
-
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), _DIGITS) for v in x]
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _log_ratio(K: np.ndarray, idx: tuple[np.ndarray, np.ndarray], w: tuple[np.ndarray, ...]
@@ -126,7 +119,7 @@ def _ph_distances(D: np.ndarray, iv: np.ndarray, ii: np.ndarray, backend: str | 
 
 
 def _diagram(dgm: np.ndarray) -> list[list[float | None]]:
-    return [[_num(b), _num(d)] for b, d in dgm]
+    return [[num(b), num(d)] for b, d in dgm]
 
 
 def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, Any]:
@@ -182,14 +175,14 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
         "testable": True, "n_targets": T, "backend": backend,
         "n_trials": {"vision": int((~imagery).sum()), "imagery": int(imagery.sum()),
                      "cloud": int(iv.size)},
-        "contraction": float(np.exp(lr)), "contraction_ci": [_num(np.exp(c)) for c in ci],
+        "contraction": float(np.exp(lr)), "contraction_ci": [num(np.exp(c)) for c in ci],
         "p_contraction": permutation_p(lr, null),
-        "spread": {"vision": _num(float(topo.mean_sq_distance(gv[0]))),
-                   "imagery": _num(float(topo.mean_sq_distance(gi[0])))},
+        "spread": {"vision": num(float(topo.mean_sq_distance(gv[0]))),
+                   "imagery": num(float(topo.mean_sq_distance(gi[0])))},
         "knn": {"k": options.k, "overlap": overlap, "chance": options.k / (T - 1),
-                "p": p_knn, "null": _draws(null_knn)},
+                "p": p_knn, "null": draws(null_knn)},
         "diagram_distance": {d: {"w1": float(wd[j]), "p": p_wd[j],
-                                 "null": _draws(null_wd[:, j])}
+                                 "null": draws(null_wd[:, j])}
                              for j, d in enumerate(DIMS)},
         "total_persistence": {d: {"vision": topo.total_persistence(dgm_v[j]),
                                   "imagery": topo.total_persistence(dgm_i[j])}
@@ -197,7 +190,7 @@ def run(inputs: SubjectInputs, options: Options, common: Common) -> dict[str, An
         "n_h1": {"vision": len(dgm_v[1]), "imagery": len(dgm_i[1])},
         "diagrams": {"vision": {d: _diagram(dgm_v[j]) for j, d in enumerate(DIMS)},
                      "imagery": {d: _diagram(dgm_i[j]) for j, d in enumerate(DIMS)}},
-        "bootstrap_log_ratio": _draws(boot), "null_log_ratio": _draws(null)}
+        "bootstrap_log_ratio": draws(boot), "null_log_ratio": draws(null)}
 
 
 def combine(per_subject: dict[str, dict[str, Any]], options: Options,

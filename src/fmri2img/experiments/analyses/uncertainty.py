@@ -40,14 +40,15 @@ from fmri2img.experiments.analyses.base import (
     Analysis,
     Common,
     SubjectInputs,
+    draws,
     effect,
     not_testable,
+    num,
 )
 from fmri2img.report.analyses.uncertainty import draw
 
 log = logging.getLogger(__name__)
 MEASURES = ("uncertainty", "accuracy")
-_DIGITS = 5
 
 
 class Options(StrictModel):
@@ -75,14 +76,6 @@ def needs(options: Options) -> list[str]:
     return [f"checkpoint:{m}" for m in options.models]
 
 
-def _num(x: Any) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
-def _draws(x: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), _DIGITS) for v in x]
-
-
 def gallery_of(rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """The session's target keys (one per target code: the key its imagery trials
     carry) and each row's index into them."""
@@ -95,8 +88,8 @@ def gallery_of(rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 
 
 def _correlation(c: Correlation) -> dict[str, Any]:
-    return {"rho": _num(c.rho), "ci": [_num(x) for x in c.ci], "p": c.p, "n": c.n,
-            "bootstrap": _draws(c.bootstrap), "null": _draws(c.null)}
+    return {"rho": num(c.rho), "ci": [num(x) for x in c.ci], "p": c.p, "n": c.n,
+            "bootstrap": draws(c.bootstrap), "null": draws(c.null)}
 
 
 def _model(inputs: SubjectInputs, model: str, rows: pd.DataFrame, gallery: np.ndarray,
@@ -127,9 +120,9 @@ def _model(inputs: SubjectInputs, model: str, rows: pd.DataFrame, gallery: np.nd
     return {"testable": True, "dropout": rates, "n_passes": options.n_passes,
             "mean_uncertainty": float(var.mean()), "mean_accuracy": float(acc.mean()),
             "by_answer": by_answer, **{m: _correlation(t) for m, t in tests.items()},
-            "calibration": {"edges": [_num(e) for e in cal.edges],
-                            "uncertainty": [_num(u) for u in cal.uncertainty],
-                            "accuracy": [_num(a) for a in cal.accuracy],
+            "calibration": {"edges": [num(e) for e in cal.edges],
+                            "uncertainty": [num(u) for u in cal.uncertainty],
+                            "accuracy": [num(a) for a in cal.accuracy],
                             "count": cal.count.tolist()}}
 
 
@@ -195,7 +188,7 @@ def _pooled_calibration(per_subject: dict[str, dict[str, Any]], model: str
                   np.array(c["count"]) for c in cals], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = acc / count
-    return {"accuracy": [_num(a) for a in acc], "count": count.astype(int).tolist()}
+    return {"accuracy": [num(a) for a in acc], "count": count.astype(int).tolist()}
 
 
 def _text(name: str, res: dict[str, Any] | None) -> str:

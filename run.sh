@@ -41,7 +41,7 @@ setup() {
   else
     pip_install torch==2.14.1 torchvision==0.29.1
   fi
-  pip_install -e ".[torch,embed,offline-models,test]"
+  pip_install -e ".[dev]"
   echo "$want" > "$stamp"
 }
 

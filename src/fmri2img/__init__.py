@@ -4,10 +4,31 @@ The package's floors, each importing only those below it: ``io/`` (safe writes,
 checksums, checkpoints, reuse keys), ``data/`` (readers, index, cache, splits, simulator),
 ``targets/`` (embeddings), ``training/`` (the torch loop), ``models/`` (decoders, adapters,
 the pipeline), ``eval/`` (metrics and statistics), ``analysis/`` (verdicts), ``report/``
-(what renders), ``experiments/`` (the commands' orchestration) and ``cli``.
+(what renders), ``experiments/`` (the commands' orchestration), then ``cli`` and ``api``.
+
+The top level is the Python API (:mod:`fmri2img.api`): one function per main step,
+returning data frames and result objects, for notebooks.
 """
 
+from fmri2img.api import (
+    Ablation,
+    Decoder,
+    Evaluation,
+    ablate,
+    analyze,
+    build_imagery_index,
+    build_index,
+    embed,
+    evaluate,
+    finetune,
+    load_targets,
+    simulate,
+    train,
+    train_adapter,
+)
 from fmri2img.errors import DataError
+from fmri2img.version import __version__
 
-__all__ = ["DataError", "__version__"]
-__version__ = "0.1.0"
+__all__ = ["Ablation", "DataError", "Decoder", "Evaluation", "__version__", "ablate",
+           "analyze", "build_imagery_index", "build_index", "embed", "evaluate", "finetune",
+           "load_targets", "simulate", "train", "train_adapter"]

@@ -6,25 +6,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
-from fmri2img import __version__
 from fmri2img.config import read_yaml
 from fmri2img.data.imagery import ImageryIndexConfig, build_imagery_index
 from fmri2img.data.index import read_index
 from fmri2img.data.matfile import MatIndexConfig, build_mat_index
 from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
+from fmri2img.data.nsd_layout import parse_subject, subject_name
 from fmri2img.data.simulate import SimulateOptions, simulate
 from fmri2img.data.summary import summarize_imagery, summarize_perception
 from fmri2img.errors import DataError
-from fmri2img.experiments.ablation import AblationConfig, run_ablation
+from fmri2img.experiments.ablation import (
+    ABLATION_RESULTS,
+    AblationConfig,
+    redraw_ablation,
+    run_ablation,
+)
 from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
 from fmri2img.experiments.analyses import NAMES as ANALYSES
 from fmri2img.experiments.analyses.runner import (
@@ -42,9 +49,16 @@ from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
 from fmri2img.flags import add_fields, config_from_args, flag, given
 from fmri2img.models import registry
 from fmri2img.report.console import print_summary
+from fmri2img.seeds import ALIASES, TRAIN_MODEL_FLAGS, add_seed_flags, warn_ignored
 from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index
+from fmri2img.version import __version__
 
 log = logging.getLogger("fmri2img")
+
+NSD_ROOT_ENV = "NSD_ROOT"  # the NSD root when build-index is given neither --nsd-root nor --mat
+EMBEDDER_ENV = "FMRI2IMG_EMBEDDER"  # embed-images' embedder when --embedder is not given
+DEFAULT_EMBEDDER = "open_clip:ViT-B-32:openai"  # the seed's CLIP (its weights are downloaded)
+SEED_INDEX_ROOT = "data/indices/nsd_index"  # where the seed's build_full_index.py writes
 
 CACHE_ALIASES = {"reuse_cache": {"aliases": ["--no-cache-reuse"]}}
 
@@ -65,12 +79,34 @@ def _only(args: argparse.Namespace, chosen: type[BaseModel], other: type[BaseMod
         raise DataError(f"{names}: not an option of {source}")
 
 
+def _subject(value: str | None) -> str:
+    """subj01 for 1, "1", subj1; other names (a .mat dataset's) as they are."""
+    try:
+        return subject_name(parse_subject(value or "subj01"))
+    except DataError:
+        return str(value)
+
+
+def _output_in_folder(args: argparse.Namespace) -> None:
+    """The seed's ``--output DIR/``: the index is written as ``DIR/<subject>.parquet``."""
+    out = getattr(args, "output", None)
+    if out is not None and (str(out).endswith(("/", "\\")) or Path(out).is_dir()):
+        subject = _subject(getattr(args, "subject", None))
+        args.output = str(Path(out) / f"{subject}.parquet")
+
+
 def cmd_build_index(args: argparse.Namespace) -> None:
+    _output_in_folder(args)
+    if not hasattr(args, "nsd_root") and not hasattr(args, "mat") and os.environ.get(
+            NSD_ROOT_ENV) and not args.config:
+        args.nsd_root = os.environ[NSD_ROOT_ENV]
+        log.info("NSD root from $%s: %s", NSD_ROOT_ENV, args.nsd_root)
     flags = given(args, NSDIndexConfig) | given(args, MatIndexConfig)
     mat = "mat" in flags or (args.config and "mat" in read_yaml(args.config))
     if ("mat" in flags and "nsd_root" in flags) or not (mat or "nsd_root" in flags
                                                       or args.config):
-        raise DataError("give exactly one of --nsd-root (with --subject) or --mat")
+        raise DataError("give exactly one of --nsd-root (with --subject) or --mat (or set "
+                        f"${NSD_ROOT_ENV} to the NSD root)")
     if mat:
         _only(args, MatIndexConfig, NSDIndexConfig, "--mat")
         cfg = config_from_args(MatIndexConfig, args)
@@ -85,6 +121,7 @@ def cmd_build_index(args: argparse.Namespace) -> None:
 
 
 def cmd_build_imagery_index(args: argparse.Namespace) -> None:
+    _output_in_folder(args)
     cfg = config_from_args(ImageryIndexConfig, args)
     build_imagery_index(cfg)
     s = summarize_imagery(cfg.output)
@@ -103,12 +140,26 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    cfg = config_from_args(EmbedConfig, args)
+    overrides = {}
+    if not hasattr(args, "index") and not args.config:
+        # the seed's default: the subject's index in the seed's index folder
+        subject = _subject(args.subject)
+        overrides["index"] = Path(args.index_root) / f"{subject}.parquet"
+        if not overrides["index"].exists():
+            raise DataError("no --index given, and the seed's default index is not there; "
+                            "give --index PATH", overrides["index"])
+    if not hasattr(args, "embedder") and not args.config:
+        overrides["embedder"] = os.environ.get(EMBEDDER_ENV, DEFAULT_EMBEDDER)
+    cfg = config_from_args(EmbedConfig, args, **overrides)
     path = embed_captions(cfg) if args.command == "embed-captions" else embed_index(cfg)
     log.info("embedding table: %s", path)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    seed_model = {key: value for flag_, key in TRAIN_MODEL_FLAGS.items()
+                  if (value := getattr(args, "seed_model_" + key, None)) is not None}
+    if seed_model:
+        args.model = [*getattr(args, "model", []), *seed_model.items()]
     train_decoder(config_from_args(TrainConfig, args))
 
 
@@ -129,6 +180,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if getattr(args, "mode", None) == "both":
+        log.info("--mode both: imagery mode scores the session's imagery and vision trials")
+        args.mode = "imagery"
     evaluate(config_from_args(EvalConfig, args))
 
 
@@ -150,7 +204,12 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    files = redraw_figures(config_from_args(FiguresConfig, args))
+    cfg = config_from_args(FiguresConfig, args)
+    if (cfg.results_dir / ABLATION_RESULTS).exists():
+        files = redraw_ablation(cfg.results_dir, cfg.output_dir)
+        log.info("%d table and figure files written", len(files))
+        return
+    files = redraw_figures(cfg)
     log.info("%d figure files written", len(files))
 
 
@@ -162,7 +221,12 @@ def cmd_study(args: argparse.Namespace) -> None:
 def _command(sub: Any, name: str, help: str, func: Callable[[argparse.Namespace], None],
              *models: type[BaseModel], **kwargs: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help)
-    add_fields(p, *models, **kwargs)
+    extra = {k: dict(v) for k, v in kwargs.pop("extra", {}).items()}
+    for field, aliases in ALIASES.get(name, {}).items():
+        extra.setdefault(field, {})
+        extra[field]["aliases"] = [*extra[field].get("aliases", []), *aliases]
+    add_fields(p, *models, extra=extra, **kwargs)
+    add_seed_flags(p, name)
     p.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     p.set_defaults(func=func)
     return p
@@ -189,14 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
     for name, what in (("embed-images", "the index's stimulus images"),
                        ("embed-captions", "the index's stimulus captions")):
-        _command(sub, name, f"embed {what} -> embedding table (cached)", cmd_embed,
-                 EmbedConfig, skip=["kind"])
-    _command(sub, "train", "fit a decoder: index + target embeddings -> checkpoint", cmd_train,
+        p = _command(sub, name, f"embed {what} -> embedding table (cached)", cmd_embed,
+                     EmbedConfig, skip=["kind"])
+        p.add_argument("--index-root", default=SEED_INDEX_ROOT,
+                       help="without --index: the index INDEX_ROOT/<subject>.parquet")
+        p.add_argument("--subject", default=None, help="without --index: whose index")
+    p = _command(sub, "train", "fit a decoder: index + target embeddings -> checkpoint",
+                 cmd_train,
              TrainConfig, extra={
                  "model_type": {"choices": decoders},
                  "pca": {"nargs": "?", "const": 512, "metavar": "K"},
                  "model": {"aliases": ["--set"], "help": "a decoder option, e.g. --set "
                            "lr=3e-4 --set alphas=[1,10,100]"}})
+    for seed_flag, key in TRAIN_MODEL_FLAGS.items():
+        p.add_argument(seed_flag, dest="seed_model_" + key, type=yaml.safe_load,
+                       default=None, help=f"the decoder option {key} (as --set {key}=VALUE)")
     _command(sub, "train-adapter", "adapter on a frozen decoder, trained on imagery",
              cmd_train_adapter, AdapterTrainConfig, extra={"adapter": {"choices": adapters}})
     _command(sub, "finetune", "tune every weight of a decoder on imagery trials",
@@ -204,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "ablate", "every transfer strategy x subject, tables, figures, hypothesis "
              "verdicts", cmd_ablate, AblationConfig, extra={"methods": {"choices": methods}})
     _command(sub, "eval", "score a decoder on perception or imagery trials", cmd_eval,
-             EvalConfig, extra={"adapter_type": {"choices": ["auto", *adapters]}})
+             EvalConfig, extra={"adapter_type": {"choices": ["auto", *adapters]},
+                                "model_type": {"choices": ["auto", *decoders]},
+                                "mode": {"choices": ["perception", "imagery", "both"]}})
     _command(sub, "imagery-rsa", "vision-imagery RSA per subject, stimulus set and ROI, "
              "with group means and sign-flip p-values", cmd_imagery_rsa, ImageryRSAConfig)
     _command(sub, "analyze", "the perception-vs-imagery analyses per subject, with "
@@ -226,10 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(message)s", datefmt="[%X]",
+    level = "DEBUG" if getattr(args, "verbose", False) else args.log_level
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
                         force=True)
     func: Callable[[argparse.Namespace], None] = args.func
+    warn_ignored(args)
     try:
         func(args)
     except DataError as exc:

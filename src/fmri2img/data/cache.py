@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fmri2img import __version__
 from fmri2img.errors import DataError
 from fmri2img.io.atomic import atomic_dir, write_json
 from fmri2img.io.checksum import fingerprint_matches
+from fmri2img.version import __version__
 
 log = logging.getLogger(__name__)
 

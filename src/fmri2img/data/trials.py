@@ -20,7 +20,7 @@ from fmri2img.data.cache import BetaCache
 from fmri2img.data.index import read_index
 from fmri2img.errors import DataError
 from fmri2img.io.checksum import file_checksum
-from fmri2img.io.embedding_table import read_embedding_table
+from fmri2img.io.embedding_table import embedding_checksum, read_embedding_table
 
 
 @dataclass
@@ -126,7 +126,9 @@ class Targets:
 
     def provenance(self) -> dict[str, Any]:
         return {"path": str(self.path.resolve()), "dim": self.dim,
-                "checksum": self.meta.get("checksum"),
+                # tables written elsewhere may carry no checksum: the contents' own, then
+                "checksum": self.meta.get("checksum")
+                or embedding_checksum(self.keys, self.embeddings),
                 "model": self.meta.get("model_id") or self.meta.get("source")}
 
 

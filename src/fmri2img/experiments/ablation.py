@@ -40,7 +40,9 @@ from fmri2img.experiments.methods import (
     FoldPlan,
     check_methods,
     needs_gradient_decoder,
+    needs_perception_index,
 )
+from fmri2img.experiments.recorded import recorded_targets
 from fmri2img.flags import command_line
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.io.checkpoint import load_checkpoint
@@ -62,7 +64,8 @@ class AblationConfig(StrictModel):
     # paths may hold "{subject}" (e.g. runs/demo/indices/{subject}_imagery.parquet)
     index: str = Field(description="NSD-Imagery index; may hold {subject}")
     checkpoint: str = Field(description="perception decoder; may hold {subject}")
-    targets: Path
+    targets: Path | None = Field(None, description="embedding table (default: the one "
+                                 "recorded in the decoder checkpoint)")
     output_dir: Path
     perception_index: str | None = Field(
         None, description="NSD perception index (mixed, imagery_only, perception scores); "
@@ -117,7 +120,16 @@ class AblationConfig(StrictModel):
             control = METHODS[m].control
             if control and (self.controls or m == "adapter_mlp_cond"):
                 out.append(control)
-        return list(dict.fromkeys(out))
+        return [m for m in dict.fromkeys(out) if m not in self.skipped_methods()]
+
+    def skipped_methods(self) -> list[str]:
+        """Asked-for methods that cannot run with the inputs given (retraining the decoder
+        needs ``perception_index``)."""
+        if self.perception_index is not None:
+            return []
+        return [m for m in dict.fromkeys(self.methods) if needs_perception_index(m)
+                ] + [c for m in self.methods if needs_perception_index(m)
+                     and (c := METHODS[m].control) and c not in self.methods]
 
     def path(self, pattern: str | None, subject: str) -> Path | None:
         return None if pattern is None else Path(pattern.format(subject=subject))
@@ -328,13 +340,23 @@ def _check_decoder(cfg: AblationConfig) -> None:
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = cfg.output_dir
+    skipped = cfg.skipped_methods()
+    if skipped:
+        log.warning("skipping %s: they retrain the decoder on perception trials; give "
+                    "--perception-index to run them", ", ".join(skipped))
+    if cfg.targets is None:
+        checkpoints = [cfg.path(cfg.checkpoint, s) for s in _subjects(cfg)]
+        cfg = cfg.model_copy(update={"targets": recorded_targets(
+            [c for c in checkpoints if c is not None and c.exists()] or checkpoints)})
     _check_decoder(cfg)
     cells = _cells(cfg)
     records = execute(run_cell, cells, cfg.scheduler, cfg.workers, "ablation cells",
                       _describe)
     rows = add_comparisons([r["row"] for r in records], cfg.primary_metric,
                            n_resamples=cfg.n_bootstrap, seed=cfg.seed)
-    write_json(out / "metrics_all.json", {"config": cfg.resolved(), "rows": rows})
+    write_json(out / ABLATION_RESULTS, {
+        "config": cfg.resolved(), "rows": rows,
+        "skipped": {m: "needs --perception-index (retrains the decoder)" for m in skipped}})
     write_text(out / "commands.txt", "\n".join(c for r in records for c in r["commands"])
                + "\n")
     table_rows = [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
@@ -346,3 +368,20 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     cfg.save(out / "config_resolved.yaml")
     log.info("ablation: %d cells in %.1f s -> %s", len(cells), time.perf_counter() - t0, out)
     return {"rows": rows, "hypotheses": hyp, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+ABLATION_RESULTS = "metrics_all.json"
+
+
+def redraw_ablation(ablation_dir: Path, output_dir: Path | None = None) -> list[Path]:
+    """The ablation's tables and figures again, from its ``metrics_all.json`` alone, into
+    ``output_dir`` (default: the ablation's ``figures/``)."""
+    path = Path(ablation_dir) / ABLATION_RESULTS
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"not a readable ablation result ({exc})", path) from exc
+    out = Path(output_dir) if output_dir is not None else Path(ablation_dir) / "figures"
+    tables = write_tables([{k: v for k, v in r.items() if k != "train_seconds"} for r in rows],
+                          out)
+    return [*tables.values(), *write_figures(rows, out)]

@@ -17,7 +17,9 @@ Outputs in ``output_dir``: ``checkpoints/adapter_best.pt`` and ``adapter_last.pt
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from pydantic import Field, field_validator, model_validator
 
 from fmri2img.data.splits import Fold, make_fold, usable_rows
@@ -32,10 +35,20 @@ from fmri2img.data.trials import IndexData, Targets, average_by_stimulus, subset
 from fmri2img.errors import DataError
 from fmri2img.eval import metrics as M
 from fmri2img.experiments.fold_training import FoldTrainingOptions
+from fmri2img.experiments.recorded import targets_for
 from fmri2img.io.atomic import atomic_path, write_json, write_text
 from fmri2img.io.checksum import file_checksum
+from fmri2img.io.reuse import run_once
 from fmri2img.models import registry
-from fmri2img.models.adapters import AdapterConfig, apply_adapter, build_adapter, pack, save_adapter
+from fmri2img.models.adapters import (
+    AdapterConfig,
+    apply_adapter,
+    build_adapter,
+    load_adapter,
+    pack,
+    save_adapter,
+    save_adapter_folds,
+)
 from fmri2img.models.pipeline import DecoderPipeline
 from fmri2img.report.figures import loss_curve
 from fmri2img.training.resume import last_weights
@@ -51,7 +64,8 @@ LAST = "checkpoints/adapter_last.pt"
 class AdapterTrainConfig(FoldTrainingOptions):
     index: Path = Field(description="NSD-Imagery index")
     checkpoint: Path = Field(description="the frozen decoder")
-    targets: Path
+    targets: Path | None = Field(None, description="embedding table (default: the one "
+                                 "recorded in the decoder checkpoint)")
     output_dir: Path
     model_type: str | None = Field(None, description="checked against the checkpoint")
     adapter: str = Field("mlp", description="adapter type")
@@ -67,6 +81,9 @@ class AdapterTrainConfig(FoldTrainingOptions):
     split_train: str | None = Field(None, description="use the index's split labels "
                                                       "instead of a protocol")
     split_val: str | None = None
+    fold: int | None = Field(None, ge=0, description="the one fold to train (0-based); "
+                             "default: every fold, saved together so that eval scores each "
+                             "target with the fold that never saw it")
 
     _known = field_validator("adapter")(
         classmethod(lambda cls, v: registry.adapters.check_name(v)))
@@ -75,7 +92,7 @@ class AdapterTrainConfig(FoldTrainingOptions):
     def _check(self) -> AdapterTrainConfig:
         if (self.split_train is None) != (self.split_val is None):
             raise ValueError("give both split_train and split_val, or neither")
-        if self.fold >= self.n_folds:
+        if self.fold is not None and self.fold >= self.n_folds:
             raise ValueError(f"fold {self.fold} does not exist with n_folds {self.n_folds}")
         if self.condition_token and self.train_domain != "imagery":
             raise ValueError("a conditioned adapter trains on both domains; leave "
@@ -92,6 +109,7 @@ class AdapterTrainConfig(FoldTrainingOptions):
 
 def _fold(cfg: AdapterTrainConfig, data: IndexData) -> Fold:
     if cfg.split_train is None:
+        assert cfg.fold is not None
         return make_fold(data.frame, protocol=cfg.protocol, fold=cfg.fold, n_folds=cfg.n_folds,
                          seed=cfg.seed, data_fraction=cfg.data_fraction, domains=cfg.domains,
                          source=cfg.index)
@@ -152,8 +170,63 @@ def _check_unchanged(path: Path, checksum: str) -> None:
 
 
 def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
+    """Train the adapter of one fold (``fold`` given, or the index's own splits), or of
+    every fold of the protocol, saved as one checkpoint of folds."""
+    cfg = cfg.model_copy(update={"targets": targets_for(cfg.targets, cfg.checkpoint)})
+    if cfg.fold is not None or cfg.split_train is not None:
+        return _train_fold(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
+    summaries = []
+    for k in range(cfg.n_folds):
+        fold_cfg = cfg.model_copy(update={"fold": k, "output_dir": out / "folds" / f"fold{k}"})
+        _forget_other_options(fold_cfg)
+        summaries.append(run_once(fold_cfg, "train_summary.json", _train_fold))
+    for name, key in ((BEST, "adapter_best"), (LAST, "adapter_last")):
+        folds = [load_adapter(Path(s[key])) for s in summaries]
+        save_adapter_folds(out / name, folds, {
+            "protocol": summaries[0]["protocol"], "n_folds": cfg.n_folds,
+            "note": "one adapter per fold; eval scores each target with the adapter whose "
+                    "fold held it out"})
+    for name in ("metrics_train.json", "metrics_val.json"):
+        write_json(out / name, {
+            "note": "per fold: its training / early-stopping targets, not a test result",
+            "folds": [json.loads((Path(s["adapter_best"]).parents[1] / name).read_text())
+                      for s in summaries]})
+    histories = [pd.read_csv(Path(s["adapter_best"]).parents[1] / "logs" / "history.csv")
+                 .assign(fold=s["fold"]) for s in summaries]
+    write_text(out / "logs" / "history.csv", pd.concat(histories).to_csv(index=False))
+    cfg.save(out / "config_resolved.yaml")
+    summary = {
+        "adapter_best": str(out / BEST), "adapter_last": str(out / LAST),
+        "subject": summaries[0]["subject"], "adapter": cfg.adapter,
+        "condition": cfg.condition_token, "shuffled_domains": cfg.shuffle_domains,
+        "n_parameters": summaries[0]["n_parameters"], "protocol": summaries[0]["protocol"],
+        "n_folds": cfg.n_folds, "folds": summaries,
+        "test_targets": sorted(t for s in summaries for t in s["test_targets"]),
+        "train_seconds": round(sum(s["train_seconds"] for s in summaries), 3),
+        "total_seconds": round(time.perf_counter() - t0, 3),
+    }
+    write_json(out / "train_summary.json", summary)
+    log.info("%s adapter: %d folds of %s in %.1f s -> %s", cfg.adapter, cfg.n_folds,
+             summary["protocol"], summary["total_seconds"], out / BEST)
+    return summary
+
+
+def _forget_other_options(cfg: AdapterTrainConfig) -> None:
+    """A fold finished with other options is trained again from the start (its resume
+    state belongs to the other options); an unfinished one is left to the trainer."""
+    out = Path(cfg.output_dir)
+    saved = out / "config_resolved.yaml"
+    if saved.exists() and yaml.safe_load(saved.read_text()) != cfg.resolved():
+        log.info("%s was trained with other options; training it again", out)
+        shutil.rmtree(out / "checkpoints" / "trainer", ignore_errors=True)
+
+
+def _train_fold(cfg: AdapterTrainConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    assert cfg.targets is not None
     base_sum = file_checksum(cfg.checkpoint)
     pipeline, meta = DecoderPipeline.load(cfg.checkpoint)
     if cfg.model_type and meta["model_type"] != cfg.model_type:
@@ -168,7 +241,7 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
         raise DataError(f"the decoder predicts {pipeline.n_outputs}-d embeddings, the table "
                         f"holds {targets.dim}-d ones", cfg.targets)
     fold = _fold(cfg, data)
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.fold, 0xADA]))
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, cfg.fold or 0, 0xADA]))
     x_tr, y_tr, _ = domain_examples(pipeline, data, fold.train, targets, cfg.n_averages, rng,
                                     cfg.condition_token, cfg.shuffle_domains)
     val = None

@@ -38,11 +38,13 @@ from pydantic import Field, field_validator
 
 from fmri2img.config import StrictModel
 from fmri2img.data.trials import IndexData, Targets
+from fmri2img.devices import check_device_name
 from fmri2img.errors import DataError
 from fmri2img.eval.scoring import Scoring, by_group, mean_target_control, trial_scores
 from fmri2img.eval.transfer import ratio_to_reference, transfer_ratios
 from fmri2img.experiments.predictors import Predictor
-from fmri2img.io.atomic import write_json, write_text
+from fmri2img.experiments.recorded import targets_for
+from fmri2img.io.atomic import atomic_path, write_json, write_text
 from fmri2img.models import registry
 from fmri2img.report.eval_report import render_readme, write_figures
 from fmri2img.targets.images import index_stimuli
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 # the metric the transfer ratio is reported on first (chance subtracted before the ratio):
 # identification, as the NSD-Imagery benchmark judges; cosine credits the mean target
 PRIMARY_RATIO_METRIC = "two_way"
+# below these a result is labelled: 2 items give 2-way and top-1 of 1.00 half the time
+MIN_ITEMS = 6
+PREDICTIONS = "predictions.npz"
+MIN_POOL = 10
 
 
 class EvalConfig(StrictModel):
@@ -61,7 +67,12 @@ class EvalConfig(StrictModel):
     adapter_checkpoint: list[Path] = Field(
         default_factory=list, description="adapter(s) applied to imagery trials, one per fold")
     adapter_type: str = Field("auto", description="checked against the adapter checkpoints")
-    targets: Path
+    model_type: str = Field("auto", description="checked against the decoder checkpoint "
+                            "(auto: whatever it holds)")
+    targets: Path | None = Field(None, description="embedding table (default: the one "
+                                 "recorded in the decoder checkpoint)")
+    device: str | None = Field(None, description="where torch decoders and adapters run "
+                               "(cpu, cuda, cuda:N, mps; default: cpu)")
     mode: Literal["perception", "imagery"] = "perception"
     split: str = "test"
     output_dir: Path
@@ -89,6 +100,10 @@ class EvalConfig(StrictModel):
 
     _adapter_type = field_validator("adapter_type")(
         classmethod(lambda cls, v: v if v == "auto" else registry.adapters.check_name(v)))
+    _model_type = field_validator("model_type")(
+        classmethod(lambda cls, v: v if v == "auto" else registry.decoders.check_name(v)))
+    _device = field_validator("device")(
+        classmethod(lambda cls, v: v if v is None else check_device_name(v)))
 
     def scoring(self) -> Scoring:
         return Scoring(ks=tuple(self.ks), pool_size=self.pool_size, n_pools=self.n_pools,
@@ -382,16 +397,43 @@ def evaluate_imagery(cfg: EvalConfig, predictor: Predictor, data: IndexData,
 
 
 # ----------------------------------------------------------------------------- command
+def small_sample(n_items: int, pool: int) -> str | None:
+    """Why a result scored on ``n_items`` items in retrieval pools of ``pool`` cannot be
+    read as a decoding figure (None when it can)."""
+    why = []
+    if n_items < MIN_ITEMS:
+        why.append(f"only {n_items} items scored (fewer than {MIN_ITEMS})")
+    if pool < MIN_POOL:
+        why.append(f"retrieval pool of {pool} (smaller than {MIN_POOL}; chance top-1 "
+                   f"{1 / max(pool, 1):.2f})")
+    if not why:
+        return None
+    return ("SMALL SAMPLE: " + " and ".join(why) + ". Scores near 1 are expected by chance "
+            "alone; read the CIs and p-values, and score every target (a protocol's folds "
+            "together, e.g. train-adapter without --fold).")
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
-    predictor = Predictor.load(cfg.checkpoint, cfg.adapter_checkpoint, cfg.adapter_type)
+    cfg = cfg.model_copy(update={"targets": targets_for(cfg.targets, cfg.checkpoint)})
+    assert cfg.targets is not None
+    predictor = Predictor.load(cfg.checkpoint, cfg.adapter_checkpoint, cfg.adapter_type,
+                               cfg.device)
     meta = predictor.first.meta
+    if cfg.model_type != "auto" and meta["model_type"] != cfg.model_type:
+        raise DataError(f"--model-type {cfg.model_type} given, but the checkpoint holds a "
+                        f"{meta['model_type']} decoder", cfg.checkpoint[0])
     data = IndexData.open(cfg.index)
     targets = Targets.open(cfg.targets)
     _check_fit(predictor, data, targets, cfg)
     fn = evaluate_perception if cfg.mode == "perception" else evaluate_imagery
     scored = fn(cfg, predictor, data, targets)
+    warning = small_sample(int(scored.metrics["n_items"]),
+                           min(cfg.pool_size, int(scored.metrics["gallery_size"])))
+    if warning:
+        log.warning("%s", warning)
     result = {
+        "warning": warning,
         "mode": cfg.mode,
         "split": cfg.split,
         "subject": data.subject,
@@ -408,6 +450,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     write_json(out / "metrics.json", result)
     write_text(out / "per_trial.csv", scored.per_trial.to_csv(index=False))
+    with atomic_path(out / PREDICTIONS) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, keys=np.array(scored.items["stimulus"].astype(str).tolist()),
+                 predictions=scored.pred, targets=scored.targets)
     write_text(out / "README.md", render_readme(result))
     cfg.save(out / "config_resolved.yaml")
     if cfg.figures:

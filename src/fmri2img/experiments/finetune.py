@@ -27,6 +27,7 @@ from fmri2img.data.splits import make_fold
 from fmri2img.data.trials import IndexData, Targets, subset_averages
 from fmri2img.errors import DataError
 from fmri2img.experiments.fold_training import FoldTrainingOptions
+from fmri2img.experiments.recorded import targets_for
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models.pipeline import DecoderPipeline
 from fmri2img.report.figures import loss_curve
@@ -41,7 +42,8 @@ CHECKPOINT = "checkpoints/decoder.pt"
 class FinetuneConfig(FoldTrainingOptions):
     index: Path = Field(description="NSD-Imagery index")
     checkpoint: Path = Field(description="the perception decoder to start from")
-    targets: Path
+    targets: Path | None = Field(None, description="embedding table (default: the one "
+                                 "recorded in the decoder checkpoint)")
     output_dir: Path
     # small steps: ridge coefficients are ~1e-3, and Adam moves each weight by ~lr
     lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
@@ -49,6 +51,8 @@ class FinetuneConfig(FoldTrainingOptions):
 
 def finetune_decoder(cfg: FinetuneConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
+    cfg = cfg.model_copy(update={"targets": targets_for(cfg.targets, cfg.checkpoint)})
+    assert cfg.targets is not None
     out = Path(cfg.output_dir)
     pipeline, meta = DecoderPipeline.load(cfg.checkpoint)
     data = IndexData.open(cfg.index)

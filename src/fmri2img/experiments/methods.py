@@ -180,6 +180,11 @@ def needs_gradient_decoder(method: str) -> bool:
     return m.strategy is RETRAIN and "loss" in m.options
 
 
+def needs_perception_index(method: str) -> bool:
+    """The method retrains the decoder, which needs the perception trials."""
+    return METHODS[method].strategy is RETRAIN
+
+
 def check_methods(names: list[str]) -> list[str]:
     """``names`` if every one is in :data:`METHODS`; a ValueError naming the others."""
     bad = [m for m in names if m not in METHODS]

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from fmri2img.data.trials import average_by_stimulus
 from fmri2img.errors import DataError
 from fmri2img.io.checksum import file_checksum
-from fmri2img.models.adapters import Adapter, apply_adapter, load_adapter
+from fmri2img.models.adapters import Adapter, apply_adapter, load_adapters
 from fmri2img.models.pipeline import DecoderPipeline
 
 ADAPTED_DOMAIN = "imagery"
@@ -83,30 +83,32 @@ class Predictor:
 
     @classmethod
     def load(cls, checkpoints: Sequence[Path], adapters: Sequence[Path] = (),
-             adapter_type: str = "auto") -> Predictor:
+             adapter_type: str = "auto", device: str | None = None) -> Predictor:
         """One member per decoder checkpoint, or per adapter when one decoder carries
-        several (one per fold); with as many decoders as adapters they pair up."""
-        checkpoints, adapters = list(checkpoints), list(adapters)
+        several (one per fold, in separate files or in one file of folds); with as many
+        decoders as adapters they pair up."""
+        checkpoints = list(checkpoints)
         if not checkpoints:
             raise ValueError("no decoder checkpoint given")
-        if adapters and len(checkpoints) not in (1, len(adapters)):
-            raise DataError(f"{len(checkpoints)} decoder checkpoints and {len(adapters)} "
-                            "adapters: give one decoder, or one per adapter", checkpoints[0])
-        loaded = [DecoderPipeline.load(p) for p in checkpoints]
+        loaded = [DecoderPipeline.load(p, device) for p in checkpoints]
         sums = [file_checksum(p) for p in checkpoints]
+        found = [(Path(p), a, m) for p in adapters
+                 for a, m in load_adapters(p, loaded[0][0].n_outputs, adapter_type)]
+        if found and len(checkpoints) not in (1, len(found)):
+            raise DataError(f"{len(checkpoints)} decoder checkpoints and {len(found)} "
+                            "adapters: give one decoder, or one per adapter", checkpoints[0])
         members = []
-        n = max(len(checkpoints), len(adapters))
-        for i in range(n):
+        for i in range(max(len(checkpoints), len(found))):
             j = i if len(loaded) > 1 else 0
             pipeline, meta = loaded[j]
             seen = [meta["imagery_training"]] if meta.get("imagery_training") else []
             member = Member(pipeline, meta, pipeline_id=j, seen=seen)
-            if adapters:
-                adapter, ameta = load_adapter(adapters[i], pipeline.n_outputs, adapter_type)
+            if found:
+                path, adapter, ameta = found[i]
                 base = ameta.get("base_checkpoint", {}).get("checksum")
                 if base and base != sums[j]:
-                    raise DataError(f"adapter {adapters[i]} was trained on another decoder "
-                                    f"than {checkpoints[j]}", adapters[i])
+                    raise DataError(f"adapter {path} was trained on another decoder than "
+                                    f"{checkpoints[j]}", path)
                 member.adapter, member.adapter_meta, member.adapter_id = adapter, ameta, i
                 member.seen = seen + ([ameta["imagery_training"]]
                                       if ameta.get("imagery_training") else [])

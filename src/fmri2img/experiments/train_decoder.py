@@ -30,10 +30,13 @@ from fmri2img.report.figures import loss_curve
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoints/decoder.pt"
+SEED_CHECKPOINT = "best.pt"
 
 
 class TrainConfig(StrictModel):
-    index: Path = Field(description="trial index (build-index output)")
+    index: Path = Field(description="trial index (build-index output); may hold {subject}")
+    subject: str | None = Field(None, description="fills {subject} in the index path "
+                                "(subj01, ...)")
     targets: Path = Field(description="embedding table (embed-images output, or the "
                                       "simulator's targets/clip_like.parquet)")
     model_type: str = Field(description="decoder name")
@@ -72,6 +75,13 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _imagery(self) -> TrainConfig:
+        if "{subject}" in str(self.index):
+            if self.subject is None:
+                raise ValueError(f"index {self.index} holds {{subject}}: give subject "
+                                 "(--subject subj01)")
+            # object.__setattr__: assignment would validate (and re-enter) the model
+            object.__setattr__(self, "index",
+                               Path(str(self.index).replace("{subject}", self.subject)))
         if not self.perception and self.imagery_index is None:
             raise ValueError("perception off needs imagery_index (an imagery-only decoder)")
         if self.fold >= self.n_folds:
@@ -99,6 +109,19 @@ class TrainConfig(StrictModel):
 
 def checkpoint_path(output_dir: str | Path) -> Path:
     return Path(output_dir) / CHECKPOINT
+
+
+def link_best(output_dir: Path) -> None:
+    """``OUTPUT_DIR/best.pt``: the seed's name for the checkpoint (``--checkpoint
+    .../best.pt`` in its documents), a relative link to ``checkpoints/decoder.pt``."""
+    best = Path(output_dir) / SEED_CHECKPOINT
+    tmp = best.with_name(best.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.symlink_to(CHECKPOINT)
+        tmp.replace(best)
+    except OSError as exc:  # a file system without links: the seed's name is not written
+        log.info("best.pt not linked (%s); use %s", exc, checkpoint_path(output_dir))
 
 
 def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
@@ -168,6 +191,7 @@ def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
     if imagery_meta is not None:
         meta["imagery_training"] = imagery_meta
     pipeline.save(checkpoint_path(out), meta)
+    link_best(out)
     cfg.save(out / "config_resolved.yaml")
     if report.history:
         write_text(out / "logs" / "history.csv", pd.DataFrame(report.history).to_csv(index=False))

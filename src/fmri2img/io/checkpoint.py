@@ -105,7 +105,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def _read_side_file(path: Path, name: str, info: dict[str, Any]) -> np.ndarray:
-    file = path.with_name(info["file"])
+    # beside the real file: the checkpoint may be reached through a link (best.pt)
+    file = path.resolve().with_name(info["file"])
     if not file.exists():
         raise DataError(f"the checkpoint keeps array {name!r} in a side file, which is "
                         f"missing: {file}", path)

@@ -199,13 +199,21 @@ def _current_layout(arrays: dict[str, np.ndarray], meta: dict[str, Any]
     return {f"{MODEL_PREFIX}{k}": v for k, v in arrays.items()}, meta
 
 
-def load_adapter(path: str | Path, dim: int | None = None,
-                 expected_type: str = "auto") -> tuple[Adapter, dict[str, Any]]:
-    """An adapter checkpoint, checked against the decoder's output ``dim`` and the type the
-    caller expects (``auto``: whatever the checkpoint holds)."""
-    arrays, meta = load_checkpoint(path)
-    if meta.get("kind") != KIND:
-        raise DataError(f"not an adapter checkpoint (kind {meta.get('kind')!r})", path)
+def save_adapter_folds(path: str | Path, folds: Sequence[tuple[Adapter, dict[str, Any]]],
+                       meta: dict[str, Any]) -> Path:
+    """One file holding an adapter per protocol fold (each with what it saw), as
+    ``fold<k>/`` tensors and a ``folds`` list of metadata; :func:`load_adapters` reads it."""
+    tensors: dict[str, Any] = {}
+    entries = []
+    for k, (adapter, fold_meta) in enumerate(folds):
+        arrays, model = model_entries(adapter)
+        tensors.update({f"fold{k}/{name}": v for name, v in arrays.items()})
+        entries.append({**model, **fold_meta})
+    return save_checkpoint(path, tensors, {"kind": KIND, **meta, "folds": entries})
+
+
+def _built(arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path,
+           dim: int | None, expected_type: str) -> tuple[Adapter, dict[str, Any]]:
     arrays, meta = _current_layout(arrays, meta)
     if expected_type != "auto" and meta["model_type"] != expected_type:
         raise DataError(f"--adapter-type {expected_type} given, but the checkpoint holds a "
@@ -219,3 +227,34 @@ def load_adapter(path: str | Path, dim: int | None = None,
         raise DataError(f"adapter weights do not fit a {meta['model_type']} adapter: {exc}",
                         path) from exc
     return adapter, meta
+
+
+def load_adapters(path: str | Path, dim: int | None = None,
+                  expected_type: str = "auto") -> list[tuple[Adapter, dict[str, Any]]]:
+    """Every adapter in a checkpoint: one, or one per fold (:func:`save_adapter_folds`),
+    each checked against the decoder's output ``dim`` and the type the caller expects
+    (``auto``: whatever the checkpoint holds)."""
+    path = Path(path)
+    arrays, meta = load_checkpoint(path)
+    if meta.get("kind") != KIND:
+        raise DataError(f"not an adapter checkpoint (kind {meta.get('kind')!r})", path)
+    if "folds" not in meta:
+        return [_built(arrays, meta, path, dim, expected_type)]
+    shared = {k: v for k, v in meta.items() if k != "folds"}
+    out = []
+    for k, fold_meta in enumerate(meta["folds"]):
+        prefix = f"fold{k}/"
+        part = {n[len(prefix):]: v for n, v in arrays.items() if n.startswith(prefix)}
+        out.append(_built(part, {**shared, **fold_meta}, path, dim, expected_type))
+    return out
+
+
+def load_adapter(path: str | Path, dim: int | None = None,
+                 expected_type: str = "auto") -> tuple[Adapter, dict[str, Any]]:
+    """The one adapter of a checkpoint (see :func:`load_adapters` for per-fold files)."""
+    found = load_adapters(path, dim, expected_type)
+    if len(found) != 1:
+        raise DataError(f"the checkpoint holds {len(found)} adapters, one per fold; load "
+                        "them with load_adapters (eval applies each to the targets its fold "
+                        "did not see)", path)
+    return found[0]

@@ -62,7 +62,10 @@ class DecoderPipeline:
         return save_checkpoint(path, tensors, full)
 
     @classmethod
-    def load(cls, path: str | Path) -> tuple[DecoderPipeline, dict[str, Any]]:
+    def load(cls, path: str | Path, device: str | None = None
+             ) -> tuple[DecoderPipeline, dict[str, Any]]:
+        """The pipeline saved at ``path``; a torch decoder is placed on ``device`` (default:
+        the one it was trained on), so a model trained on a GPU loads on a CPU machine."""
         arrays, meta = load_checkpoint(path)
         if meta.get("kind") != KIND:
             raise DataError(f"not a decoder checkpoint (kind {meta.get('kind')!r})", path)
@@ -71,6 +74,8 @@ class DecoderPipeline:
             meta["preprocess"])
         if "input_shape" not in meta:  # written before shaped inputs: flat features
             meta = {**meta, "input_shape": [int(meta["n_features"])]}
+        if device is not None and "device" in meta.get("model_config", {}):
+            meta = {**meta, "model_config": {**meta["model_config"], "device": device}}
         try:
             decoder = registry.decoders.from_entries(arrays, meta)
         except KeyError as exc:

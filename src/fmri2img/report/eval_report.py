@@ -41,9 +41,12 @@ def render_readme(result: dict[str, Any]) -> str:
         f"# Evaluation: {result['model_type']} on {result['subject']}, {result['mode']} "
         f"({result['split']} split)",
         "",
+        *([f"> **Warning.** {result['warning']}", ""] if result.get("warning") else []),
         f"Checkpoint `{result['checkpoint']['path']}`, index `{cfg['index']}`, targets "
         f"`{cfg['targets']}`.",
         "",
+        *([f"Imagery protocol: {result['protocol']}; each item is scored only by models "
+           "that did not see it in training.", ""] if result.get("protocol") else []),
         f"{result['n_items']} scored items; retrieval pools of {cfg['pool_size']} "
         f"(capped at the gallery of {result['gallery_size']}), {cfg['n_pools']} pools; "
         f"CIs: {cfg['n_bootstrap']} bootstrap resamples over items (95%); p: "

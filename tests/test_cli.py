@@ -59,13 +59,16 @@ def test_study_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
     text = capsys.readouterr().out
     for word in ("Perception", "Voxels per ROI", "NSD-Imagery", "subj01", "subj05", "ventral",
                  "H1", "ridge", "two_stage", "ratio (cosine)", "Vision-imagery RSA",
-                 "Crossover"):
+                 "Crossover", "EEG -> image, zero-shot 40-way", "image pairing",
+                 "EEG-fMRI alignment"):
         assert word in text
     for name in ("summary.json", "study_config.yaml", "study_result.json",
                  "indices/subj01_nsd.parquet", "indices/subj05_imagery.parquet",
                  "indices/subj01_nsd.splits.json", "data/ground_truth.json",
                  "decoders/subj05/mlp/checkpoints/decoder.pt",
-                 "eval/subj01/two_stage/imagery/metrics.json", "rsa/rsa.json", "rsa/rsa.md"):
+                 "eval/subj01/two_stage/imagery/metrics.json", "rsa/rsa.json", "rsa/rsa.md",
+                 "indices/sub-01_things.parquet", "eeg/decoders/sub-01/eeg_conv/eval/metrics.json",
+                 "eeg/pairs/pairs_summary.json", "eeg/aligner/eval_test/metrics.json"):
         assert (out / name).exists(), name
     # a second run reuses the simulation and the caches
     assert main(args) == 0

@@ -15,13 +15,18 @@ from fmri2img.api import (
     Decoder,
     Evaluation,
     ablate,
+    align_eval,
+    align_train,
     analyze,
+    build_align_dataset,
+    build_eeg_index,
     build_imagery_index,
     build_index,
     embed,
     evaluate,
     finetune,
     load_targets,
+    pair_images,
     simulate,
     train,
     train_adapter,
@@ -30,5 +35,6 @@ from fmri2img.errors import DataError
 from fmri2img.version import __version__
 
 __all__ = ["Ablation", "DataError", "Decoder", "Evaluation", "__version__", "ablate",
-           "analyze", "build_imagery_index", "build_index", "embed", "evaluate", "finetune",
-           "load_targets", "simulate", "train", "train_adapter"]
+           "align_eval", "align_train", "analyze", "build_align_dataset", "build_eeg_index",
+           "build_imagery_index", "build_index", "embed", "evaluate", "finetune",
+           "load_targets", "pair_images", "simulate", "train", "train_adapter"]

@@ -36,12 +36,23 @@ from fmri2img.data.matfile import MatIndexConfig, build_mat_index
 from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.simulate import SimulateOptions
 from fmri2img.data.simulate import simulate as _simulate
+from fmri2img.data.things_index import EEGIndexConfig
+from fmri2img.data.things_index import build_eeg_index as _eeg_index
 from fmri2img.data.trials import Targets
 from fmri2img.errors import DataError
 from fmri2img.eval.metrics import cosine_matrix
 from fmri2img.experiments.ablation import AblationConfig, run_ablation
 from fmri2img.experiments.adapter_train import AdapterTrainConfig
 from fmri2img.experiments.adapter_train import train_adapter as _adapter
+from fmri2img.experiments.align_data import PAIRS, AlignDataConfig, PairConfig
+from fmri2img.experiments.align_data import build_align_dataset as _align_dataset
+from fmri2img.experiments.align_data import pair_images as _pair_images
+from fmri2img.experiments.align_run import (
+    AlignEvalConfig,
+    AlignRunConfig,
+    evaluate_aligner,
+    train_aligner,
+)
 from fmri2img.experiments.analyses.runner import AnalyzeConfig, run_analyze
 from fmri2img.experiments.evaluate import PREDICTIONS, EvalConfig
 from fmri2img.experiments.evaluate import evaluate as _evaluate
@@ -51,9 +62,10 @@ from fmri2img.io.checkpoint import load_checkpoint
 from fmri2img.models.pipeline import DecoderPipeline
 from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index
 
-__all__ = ["Ablation", "Decoder", "Evaluation", "ablate", "analyze", "build_imagery_index",
-           "build_index", "embed", "evaluate", "finetune", "load_targets", "simulate",
-           "train", "train_adapter"]
+__all__ = ["Ablation", "Decoder", "Evaluation", "ablate", "align_eval", "align_train",
+           "analyze", "build_align_dataset", "build_eeg_index", "build_imagery_index",
+           "build_index", "embed", "evaluate", "finetune", "load_targets", "pair_images",
+           "simulate", "train", "train_adapter"]
 
 
 # ----------------------------------------------------------------------------- results
@@ -251,3 +263,44 @@ def analyze(config: str | Path | None = None, **options: Any) -> dict[str, Any]:
     cfg = (AnalyzeConfig.from_yaml(config, **options) if config is not None
            else AnalyzeConfig(**options))
     return run_analyze(cfg)
+
+
+# ----------------------------------------------------------------------------- EEG
+def build_eeg_index(output: str | Path, *, eeg_root: str | Path, subject: str | int,
+                    **options: Any) -> pd.DataFrame:
+    """THINGS-EEG2 -> trial index + cache (``fmri2img build-eeg-index``); returns the
+    index (samples are channels x times, resampled to ``sfreq``, default 200 Hz)."""
+    df, _ = _eeg_index(EEGIndexConfig(output=Path(output), eeg_root=Path(eeg_root),
+                                      subject=str(subject), **options))
+    return df
+
+
+def pair_images(eeg_index: str | Path, fmri_index: str | Path, targets: str | Path,
+                output_dir: str | Path, **options: Any) -> pd.DataFrame:
+    """THINGS-NSD image pairs by embedding cosine, with cluster labels
+    (``fmri2img pair-images``); returns the pairs table."""
+    cfg = PairConfig(eeg_index=Path(eeg_index), fmri_index=Path(fmri_index),
+                     targets=Path(targets), output_dir=Path(output_dir), **options)
+    _pair_images(cfg)
+    return pd.read_parquet(cfg.output_dir / PAIRS)
+
+
+def build_align_dataset(pairs: str | Path, eeg_index: str | Path, fmri_index: str | Path,
+                        output: str | Path, **options: Any) -> dict[str, Any]:
+    """The alignment LMDB (``fmri2img build-align-dataset``); give ``fmri_checkpoint`` or
+    ``fmri_projection``. Returns its ``meta_info``."""
+    return _align_dataset(AlignDataConfig(pairs=Path(pairs), eeg_index=Path(eeg_index),
+                                          fmri_index=Path(fmri_index), output=Path(output),
+                                          **options))
+
+
+def align_train(dataset: str | Path, output_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Train the EEG-fMRI aligner (``fmri2img align-train``; ``model={...}``,
+    ``train={...}``); returns the training summary."""
+    return train_aligner(AlignRunConfig(dataset=Path(dataset), output_dir=Path(output_dir),
+                                        **options))
+
+
+def align_eval(run_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Score an aligner (``fmri2img align-eval``); returns metrics.json's contents."""
+    return evaluate_aligner(AlignEvalConfig(run_dir=Path(run_dir), **options))

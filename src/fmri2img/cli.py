@@ -25,6 +25,7 @@ from fmri2img.data.nsd import NSDIndexConfig, build_nsd_index
 from fmri2img.data.nsd_layout import parse_subject, subject_name
 from fmri2img.data.simulate import SimulateOptions, simulate
 from fmri2img.data.summary import summarize_imagery, summarize_perception
+from fmri2img.data.things_index import EEGIndexConfig, build_eeg_index, parse_eeg_subject
 from fmri2img.errors import DataError
 from fmri2img.experiments.ablation import (
     ABLATION_RESULTS,
@@ -33,6 +34,19 @@ from fmri2img.experiments.ablation import (
     run_ablation,
 )
 from fmri2img.experiments.adapter_train import AdapterTrainConfig, train_adapter
+from fmri2img.experiments.align_data import (
+    AlignDataConfig,
+    PairConfig,
+    build_align_dataset,
+    pair_images,
+)
+from fmri2img.experiments.align_run import (
+    AlignEvalConfig,
+    AlignRunConfig,
+    evaluate_aligner,
+    train_aligner,
+)
+from fmri2img.experiments.align_run import render as render_alignment
 from fmri2img.experiments.analyses import NAMES as ANALYSES
 from fmri2img.experiments.analyses.runner import (
     AnalyzeConfig,
@@ -126,6 +140,31 @@ def cmd_build_imagery_index(args: argparse.Namespace) -> None:
     build_imagery_index(cfg)
     s = summarize_imagery(cfg.output)
     log.info("%s: %s; by set: %s", s["subject"], s["by_task"], s["by_task_and_set"])
+
+
+def cmd_build_eeg_index(args: argparse.Namespace) -> None:
+    out = getattr(args, "output", None)
+    if out is not None and (str(out).endswith(("/", "\\")) or Path(out).is_dir()):
+        args.output = str(Path(out) / f"{parse_eeg_subject(args.subject)}.parquet")
+    build_eeg_index(config_from_args(EEGIndexConfig, args))
+
+
+def cmd_pair_images(args: argparse.Namespace) -> None:
+    pair_images(config_from_args(PairConfig, args))
+
+
+def cmd_build_align_dataset(args: argparse.Namespace) -> None:
+    build_align_dataset(config_from_args(AlignDataConfig, args))
+
+
+def cmd_align_train(args: argparse.Namespace) -> None:
+    train_aligner(config_from_args(AlignRunConfig, args))
+
+
+def cmd_align_eval(args: argparse.Namespace) -> None:
+    result = evaluate_aligner(config_from_args(AlignEvalConfig, args))
+    Console().print(render_alignment(result, [k for k in (1, 10) if f"top{k}" in
+                                              result["eeg_to_fmri"]]), markup=False)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -248,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_build_index, NSDIndexConfig, MatIndexConfig, extra=CACHE_ALIASES)
     _command(sub, "build-imagery-index", "NSD-Imagery -> trial index + cache",
              cmd_build_imagery_index, ImageryIndexConfig, extra=CACHE_ALIASES)
+    _command(sub, "build-eeg-index", "THINGS-EEG2 -> trial index + cache (resampled once)",
+             cmd_build_eeg_index, EEGIndexConfig, extra=CACHE_ALIASES)
+    _command(sub, "pair-images", "pair THINGS and NSD images by embedding cosine, cluster "
+             "the pairs", cmd_pair_images, PairConfig)
+    _command(sub, "build-align-dataset", "EEG epochs x fMRI features of the image pairs -> "
+             "LMDB split by pair", cmd_build_align_dataset, AlignDataConfig)
+    _command(sub, "align-train", "train the EEG-fMRI aligner (CBraMod + pooling head + "
+             "fMRI-query attention) on an alignment dataset", cmd_align_train, AlignRunConfig,
+             extra={"model": {"help": "aligner options, e.g. --model "
+                              "backbone='{n_layer: 12, pretrained: weights.pth}' "
+                              "head='{kind: attention, n_queries: 16}'"},
+                    "train": {"help": "training options, e.g. --train epochs=100 "
+                              "batch_size=64 lr=1e-4"}})
+    _command(sub, "align-eval", "score an aligner: MSE, cosine, EEG<->fMRI retrieval with "
+             "CIs, beside the EEG-only control", cmd_align_eval, AlignEvalConfig)
     p = sub.add_parser("summary", help="print the summary table of built indices")
     p.add_argument("index", type=Path, nargs="+")
     p.set_defaults(func=cmd_summary)

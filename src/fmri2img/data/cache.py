@@ -4,7 +4,9 @@ Layout of a cache directory::
 
     betas.npy       (n_rows, n_voxels) float32 or float16, NumPy .npy (np.load mmap_mode="r")
     voxels.parquet  one row per voxel: x, y, z on the source grid and each atlas's label
-    manifest.json   spec (options), source fingerprints, shapes, mask, preprocessing
+                    (EEG: one row per (channel, time) value: channel, time)
+    manifest.json   spec (options), source fingerprints, shapes, mask, preprocessing;
+                    ``sample_shape`` when a row is a flattened array (EEG: [channels, times])
 
 A directory is built under a temporary name and renamed into place whole, and the
 manifest is its last file, so a cache either exists complete or not at all.
@@ -143,7 +145,17 @@ class BetaCache:
 
     @property
     def n_voxels(self) -> int:
+        """Values per row (voxels; for EEG channels x times)."""
         return int(self.betas.shape[1])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: ``(n_voxels,)``, or ``(channels, times)`` for EEG."""
+        shape = tuple(int(s) for s in self.manifest.get("sample_shape", [self.n_voxels]))
+        if int(np.prod(shape)) != self.n_voxels:
+            raise DataError(f"manifest sample_shape {list(shape)} does not hold "
+                            f"{self.n_voxels} values per row", self.dir / MANIFEST)
+        return shape
 
     def voxels(self) -> pd.DataFrame:
         return pd.read_parquet(self.dir / VOXELS)

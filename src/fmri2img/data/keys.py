@@ -4,12 +4,15 @@ NSD images are keyed by their 0-based 73k id (``nsd:28751``); NSD-Imagery target
 not NSD images, and the conceptual targets (whose embedding is that of their word), are
 keyed by their one-letter code (``nsdimagery:H``). Complex targets that are NSD images
 (W K B C D) use their NSD key, so perception and imagery of the same picture share a row.
+THINGS images (THINGS-EEG2) are keyed by their file name without extension
+(``things:aardvark_01b``), unique over the image set.
 """
 
 from __future__ import annotations
 
 NSD_PREFIX = "nsd"
 IMAGERY_PREFIX = "nsdimagery"
+THINGS_PREFIX = "things"
 
 
 def nsd_key(id0: int) -> str:
@@ -27,6 +30,15 @@ def imagery_key(code: str) -> str:
     return f"{IMAGERY_PREFIX}:{code}"
 
 
+def things_key(image_file: str) -> str:
+    """Key of a THINGS image from its file name or relative path
+    (``training_images/00001_aardvark/aardvark_01b.jpg`` -> ``things:aardvark_01b``)."""
+    stem = str(image_file).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if not stem:
+        raise ValueError(f"not a THINGS image file: {image_file!r}")
+    return f"{THINGS_PREFIX}:{stem}"
+
+
 def target_key(code: str, nsd_id: int | None) -> str:
     """Key of an imagery target: its NSD key where it is an NSD image, else its code key."""
     return nsd_key(nsd_id) if nsd_id is not None else imagery_key(code)
@@ -41,6 +53,6 @@ def parse_key(key: str) -> tuple[str, int | str]:
         if not rest.isdigit():
             raise ValueError(f"not an NSD key: {key!r}")
         return prefix, int(rest)
-    if prefix == IMAGERY_PREFIX:
+    if prefix in (IMAGERY_PREFIX, THINGS_PREFIX):
         return prefix, rest
     raise ValueError(f"unknown stimulus key prefix in {key!r}")

@@ -68,8 +68,15 @@ class IndexData:
             keep &= df["stimulus_set"].isin(list(stimulus_sets)).to_numpy()
         return df[keep]
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.cache.sample_shape
+
     def betas(self, rows: pd.DataFrame) -> np.ndarray:
-        return self.cache.rows(rows["cache_row"].to_numpy())
+        """(n, *sample_shape) float32: voxels, or channels x times for EEG."""
+        X = self.cache.rows(rows["cache_row"].to_numpy())
+        shape = self.sample_shape
+        return X if len(shape) == 1 else X.reshape(len(X), *shape)
 
     def provenance(self) -> dict[str, Any]:
         """What a checkpoint or a result must remember about the data it came from."""

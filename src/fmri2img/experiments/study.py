@@ -35,6 +35,7 @@ from fmri2img.experiments.ablation import (
 from fmri2img.experiments.analyses.runner import AnalyzeConfig, run_analyze
 from fmri2img.experiments.h1 import H1Config, run_h1
 from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
+from fmri2img.experiments.study_eeg import EEGStudyOptions, run_study_eeg
 from fmri2img.experiments.train_decoder import checkpoint_path
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models import registry
@@ -92,6 +93,17 @@ class StudyConfig(StrictModel):
                                             "ablation (fmri2img analyze); none: skip them")
     analysis_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-analysis options (see fmri2img analyze)")
+    eeg: bool = Field(True, description="the EEG part: THINGS-EEG2 index, EEG-to-image "
+                                        "decoders (zero-shot), image pairing, alignment")
+    eeg_options: dict[str, Any] = Field(default_factory=dict,
+                                        description="options of the EEG part (models, "
+                                                    "model_options, n_pairs, aligner, "
+                                                    "align_train, ...)")
+
+    @field_validator("eeg_options")
+    @classmethod
+    def _eeg_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return EEGStudyOptions(**v).resolved()
 
     _models = field_validator("models")(
         classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
@@ -201,6 +213,19 @@ def run_study_analyses(cfg: StudyConfig, root: Path, idx_dir: Path, targets: Pat
             "findings": {k: v["group"]["finding"] for k, v in found.items()}}
 
 
+def run_study_eeg_part(cfg: StudyConfig, root: Path, idx_dir: Path,
+                       console: Console) -> dict[str, Any]:
+    opts = EEGStudyOptions(**cfg.eeg_options)
+    fsub = subject_name(opts.fmri_subject)
+    ckpt = (checkpoint_path(cfg.out / "decoders" / fsub / opts.fmri_decoder)
+            if opts.fmri_decoder in cfg.models and opts.fmri_subject in cfg.subjects else None)
+    return run_study_eeg(opts, root=root, out=cfg.out,
+                         targets=cfg.targets or root / "targets" / "clip_like.parquet",
+                         fmri_index=idx_dir / f"{fsub}_nsd.parquet", fmri_checkpoint=ckpt,
+                         scale=cfg.scale, seed=cfg.seed, n_permutations=cfg.n_permutations,
+                         n_bootstrap=cfg.n_bootstrap, console=console)
+
+
 def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
     console = console or make_console()
     t0 = time.perf_counter()
@@ -241,6 +266,8 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
             result["ablation"] = run_study_ablation(cfg, idx_dir, targets, console)
         if cfg.analyses:
             result["analyses"] = run_study_analyses(cfg, root, idx_dir, targets, console)
+    if cfg.eeg:
+        result["eeg"] = run_study_eeg_part(cfg, root, idx_dir, console)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(cfg.out / "study_result.json", result)
     console.print(f"done in {result['seconds']} s; outputs in {cfg.out}")

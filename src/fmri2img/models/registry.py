@@ -87,6 +87,8 @@ decoders: Registry[Decoder] = Registry("decoder", {
     "two_stage": "fmri2img.models.two_stage",
     "contrastive_mlp": "fmri2img.models.contrastive_mlp",
     "multi_target": "fmri2img.models.multi_target",
+    "eeg_conv": "fmri2img.models.eeg.decoders",
+    "cbramod": "fmri2img.models.eeg.decoders",
 })
 
 adapters: Registry[Any] = Registry("adapter", {

@@ -272,6 +272,17 @@ def index_stimuli(index: str | Path, *, captions: str | Path | None = None) -> I
             raise DataError("index metadata names stimuli.npy but no cache folder", index)
         npy = Path(meta["cache"]) / source.get("file", "stimuli.npy")
         stimuli = [_npy_stimulus(r, npy, index) for r in rows.itertuples()]
+    elif kind == "files":  # image files under a root (THINGS), one per key
+        root = Path(source["root"])
+        files = source.get("files") or {}
+        missing = [k for k in rows["stimulus"] if k not in files]
+        if missing:
+            raise DataError(f"{len(missing)} stimuli have no image file recorded (first "
+                            f"{missing[0]}); the index was built without the image folders",
+                            index)
+        stimuli = [Stimulus(r.stimulus, _id(r.stimulus_id), "png", root / files[r.stimulus])
+                   for r in rows.itertuples()]
+        root = None
     else:
         raise DataError(f"unknown stimulus source kind {kind!r} in the index metadata", index)
     stimuli.sort(key=lambda s: (0, str(s.path), s.row, s.key) if s.row is not None

@@ -38,7 +38,7 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Optimiser state as flat named tensors plus JSON (checkpoints hold nothing else)."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -52,12 +52,14 @@ def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _optimizer_from_flat(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict:
+def optimizer_from_flat(arrays: dict[str, Any], meta: dict[str, Any]) -> dict:
+    """The optimiser state dict back from :func:`optimizer_to_flat`'s tensors (or arrays)."""
     state: dict[int, dict[str, Any]] = {}
     for name, value in arrays.items():
         if name.startswith("optim."):
             _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = torch.from_numpy(np.array(value))
+            state.setdefault(int(pid), {})[key] = (
+                value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value)))
     for pid, entries in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(entries)
     return {"state": state, "param_groups": meta["param_groups"]}
@@ -109,7 +111,7 @@ class LoopState:
 def save_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, loop: LoopState,
                config: TrainerConfig, device: torch.device, extra: dict[str, Any]) -> None:
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_to_flat(opt)
+    opt_tensors, opt_meta = optimizer_to_flat(opt)
     tensors.update(opt_tensors)
     if loop.best_state is not None:
         tensors.update({f"best.{k}": v for k, v in loop.best_state.items()})
@@ -182,7 +184,7 @@ def resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
         return None
     try:
         model.load_state_dict(saved_model)
-        opt.load_state_dict(_optimizer_from_flat(arrays, meta["optimizer"]))
+        opt.load_state_dict(optimizer_from_flat(arrays, meta["optimizer"]))
     except (RuntimeError, ValueError, KeyError) as exc:
         raise DataError(f"checkpoint does not fit this model: {exc}", path) from exc
     _restore_rng(arrays, device)

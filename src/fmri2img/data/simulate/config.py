@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fmri2img.data.nsd_layout import SUBJECTS, TRIALS_PER_SESSION
+from fmri2img.data.simulate.eeg_config import EEG_PRESETS, EEGSimConfig
 from fmri2img.data.simulate.stream_tables import (
     STREAM_NAMES,
     default_imagery_participation,
@@ -92,6 +93,8 @@ class SimulationConfig(BaseModel):
     subjects: tuple[int, ...] = (1, 2, 5, 7)
     formats: tuple[Format, ...] = ("hdf5",)
     write_images: bool = True
+    # --- THINGS-EEG2 beside the NSD root (:mod:`.eeg`)
+    eeg: EEGSimConfig = Field(default_factory=EEGSimConfig)
 
     # --- NSD design
     n_design_sessions: int = Field(4, ge=1, le=40)  # length of masterordering / 750
@@ -367,6 +370,10 @@ class SimulationConfig(BaseModel):
             formats=tuple(formats),
             write_images=write_images,
         )
+        eeg = overrides.pop("eeg", None) or {}
+        if isinstance(eeg, EEGSimConfig):
+            eeg = eeg.model_dump()
+        values["eeg"] = {**EEG_PRESETS[scale], **eeg}
         values.update(overrides)
         return cls.model_validate(values)
 

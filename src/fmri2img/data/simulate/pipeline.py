@@ -32,6 +32,7 @@ from fmri2img.data.simulate.design import (
     responses_table,
     stim_info_table,
 )
+from fmri2img.data.simulate.eeg import ThingsImages, make_things_images, write_things_eeg
 from fmri2img.data.simulate.embedding import EmbeddingModel, make_embedding_model
 from fmri2img.data.simulate.imagery_design import (
     STREAM_LENGTH,
@@ -143,6 +144,8 @@ def simulate(out_dir: str | Path, cfg: SimulationConfig, *, progress: bool | Non
     basis = imagery_basis(cfg, bank)
     embedder = make_embedding_model(cfg, bank)
     idesign = make_imagery_design(cfg, bank, roles, design.sharedix)
+    things = (make_things_images(cfg, cats, bank, _pair_pool(cfg, design))
+              if cfg.eeg.enabled else None)
     logger.info("model built: %d stimuli, %d images/subject, %d shared", bank.n,
                 cfg.n_images_per_subject, cfg.n_shared)
 
@@ -152,7 +155,7 @@ def simulate(out_dir: str | Path, cfg: SimulationConfig, *, progress: bool | Non
     if cfg.write_images:
         _write_stimuli(cfg, paths, bank, cats, shown)
     _write_imagery_static(cfg, paths, bank, cats, idesign)
-    _write_embeddings(root, cfg, bank, cats, embedder, idesign, shown)
+    _write_embeddings(root, cfg, bank, cats, embedder, idesign, shown, things)
     logger.info("stimuli, design and targets written (%.1f s)", time.perf_counter() - t_start)
 
     subjects_info: dict[str, Any] = {}
@@ -164,6 +167,8 @@ def simulate(out_dir: str | Path, cfg: SimulationConfig, *, progress: bool | Non
             )
     _write_ground_truth(root, cfg, design, cats, roles, bank, basis, embedder, idesign,
                         subjects_info)
+    if things is not None:
+        write_things_eeg(root, cfg, cats, bank, things, embedder.sem_centre, embedder.sem_scale)
     logger.info("simulation written to %s in %.1f s", root, time.perf_counter() - t_start)
     return root
 
@@ -177,6 +182,14 @@ def _write_expdesign(paths: NSDPaths, design: NSDDesign) -> None:
         "basiccnt": design.basiccnt.astype(np.float64),
         "stimpattern": design.stimpattern.astype(np.float64),
     })
+
+
+def _pair_pool(cfg: SimulationConfig, design: NSDDesign) -> np.ndarray:
+    """NSD images the simulated THINGS set may re-photograph: the first subject's shared
+    images it saw (no decoder trains on the shared images, so their fMRI is held out)."""
+    s = cfg.subjects[0]
+    seen = design.image_ids(s)[: cfg.sessions_for(s) * TRIALS_PER_SESSION]
+    return np.intersect1d(design.sharedix, seen)
 
 
 def _shown_ids(cfg: SimulationConfig, design: NSDDesign, roles: ImageryRoles) -> np.ndarray:
@@ -229,7 +242,8 @@ def _write_imagery_static(cfg: SimulationConfig, paths: NSDPaths, bank: Stimulus
 
 
 def _write_embeddings(root: Path, cfg: SimulationConfig, bank: StimulusBank, cats: Categories,
-                      embedder: EmbeddingModel, d: ImageryDesign, ids: np.ndarray) -> None:
+                      embedder: EmbeddingModel, d: ImageryDesign, ids: np.ndarray,
+                      things: ThingsImages | None) -> None:
     keys = [nsd_key(int(i)) for i in ids]
     rows = [int(i) for i in ids]
     stimulus_ids: list[int | None] = [int(i) for i in ids]
@@ -240,6 +254,11 @@ def _write_embeddings(root: Path, cfg: SimulationConfig, bank: StimulusBank, cat
             stimulus_ids.append(None)
     emb = embedder.embed(bank.z_embedding(rows), bank.z_low[rows])
     captions = [caption(bank, cats, r, cfg.size_range) for r in rows]
+    if things is not None:  # the THINGS images share the table (one embedding space)
+        keys += things.keys
+        stimulus_ids += [None] * len(things.keys)
+        emb = np.concatenate([emb, things.embeddings(embedder)])
+        captions += [f"a {cats.names[int(c)]}" for c in things.category]
     write_embedding_table(
         root / EMBEDDING_TABLE, keys, emb, stimulus_ids=stimulus_ids, captions=captions,
         meta={"model": "simulated-clip-like", "space": "clip_like", "seed": cfg.seed,

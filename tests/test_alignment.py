@@ -59,11 +59,15 @@ def test_pairs_are_one_to_one() -> None:
 
 
 def test_fewer_pairs_when_candidates_run_out() -> None:
-    # one hub column of b is everyone's nearest neighbour: 3 candidates give 1 pair
+    # one hub column of b is everyone's nearest neighbour: the 3 best scores all hold it,
+    # so the greedy match keeps exactly its best partner
     a = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2]])
     b = np.array([[1.0, 0.05], [-1.0, 0.0], [0.0, -1.0]])
-    ia, _, _ = greedy_pairs(a, b, 3, candidate_factor=1)
-    assert 1 <= len(ia) < 3
+    ia, ib, scores = greedy_pairs(a, b, 3, candidate_factor=1)
+    assert ia.tolist() == [0] and ib.tolist() == [0]
+    assert scores[0] == pytest.approx(1.0 / np.hypot(1.0, 0.05))
+    ia, ib, _ = greedy_pairs(a, b, 3, candidate_factor=3)  # all 9 candidates: 3 pairs
+    assert len(ia) == 3 and len(set(ib.tolist())) == 3
 
 
 @pytest.mark.parametrize("block", [1, 3, 11, 4096])

@@ -93,9 +93,6 @@ class EEGConvDecoder(TorchDecoder):
     def _build_body(self) -> nn.Module:
         n_chans, n_times = _eeg_shape(self)
         cfg = self.config
-        if cfg.temporal_kernel > n_times:
-            raise ValueError(f"eeg_conv: temporal_kernel={cfg.temporal_kernel} is longer than "
-                             f"the epochs (n_times={n_times}); lower it")
         conv = ConvBackbone(n_chans, n_times, ConvBackboneConfig(**{
             k: getattr(cfg, k) for k in ConvBackboneConfig.model_fields}))  # its own fields
         width = conv.n_tokens * conv.d_token

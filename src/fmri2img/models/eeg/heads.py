@@ -22,6 +22,7 @@ The MLP is ``(mlp_layers - 1) x [Linear -> GELU -> Dropout]`` then ``Linear`` to
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar, Literal
 
 import torch
@@ -49,7 +50,7 @@ class HeadConfig(StrictModel):
     dropout: float = Field(0.1, ge=0, lt=1, description="MLP hidden layers and transformer")
 
 
-class PoolingHead(nn.Module):
+class PoolingHead(nn.Module, abc.ABC):
     """Base of the heads: subclasses set ``name``, ``n_pooled``/``d_pooled`` and implement
     :meth:`pooled_tokens`."""
 
@@ -80,9 +81,10 @@ class PoolingHead(nn.Module):
             raise ValueError(f"{type(self).__name__} expects tokens of shape (batch, "
                              f"{self.n_in}, {self.d_in}), got {tuple(tokens.shape)}")
 
+    @abc.abstractmethod
     def pooled_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, n_pooled, d_pooled)``: what the MLP reads, before flattening."""
-        raise NotImplementedError
+        """``(B, n_pooled, d_pooled)``: what the MLP reads, before flattening (each head
+        defines its own pooling)."""
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, out_dim)``."""

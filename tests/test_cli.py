@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from browser import find_chromium, render_dom
 from conftest import SHARED_DATA, needs_shared
 
 from fmri2img.cli import main
@@ -60,7 +62,8 @@ def test_study_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
     for word in ("Perception", "Voxels per ROI", "NSD-Imagery", "subj01", "subj05", "ventral",
                  "H1", "ridge", "two_stage", "ratio (cosine)", "Vision-imagery RSA",
                  "Crossover", "EEG -> image, zero-shot 40-way", "image pairing",
-                 "EEG-fMRI alignment"):
+                 "EEG-fMRI alignment", "Reconstructions", "untrained test pipeline",
+                 "report:"):
         assert word in text
     for name in ("summary.json", "study_config.yaml", "study_result.json",
                  "indices/subj01_nsd.parquet", "indices/subj05_imagery.parquet",
@@ -68,8 +71,18 @@ def test_study_small_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -
                  "decoders/subj05/mlp/checkpoints/decoder.pt",
                  "eval/subj01/two_stage/imagery/metrics.json", "rsa/rsa.json", "rsa/rsa.md",
                  "indices/sub-01_things.parquet", "eeg/decoders/sub-01/eeg_conv/eval/metrics.json",
-                 "eeg/pairs/pairs_summary.json", "eeg/aligner/eval_test/metrics.json"):
+                 "eeg/pairs/pairs_summary.json", "eeg/aligner/eval_test/metrics.json",
+                 "reconstruction/subj01/ridge/grid.png",
+                 "reconstruction/subj01/ridge/image_metrics.json", "report.html"):
         assert (out / name).exists(), name
+    recon = json.loads((out / "reconstruction/subj01/ridge/reconstruct.json").read_text())
+    assert recon["untrained_test_pipeline"] is True
+    page = (out / "report.html").read_text()
+    assert "untrained test pipeline" in page and 'src="http' not in page
+    if find_chromium() is not None:  # the page as a browser shows it: every image loads
+        dom = render_dom(out / "report.html")
+        assert 'data-images-broken="0"' in dom
+        assert f'data-images-loaded="{page.count("<img")}"' in dom
     # a second run reuses the simulation and the caches
     assert main(args) == 0
 

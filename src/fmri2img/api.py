@@ -54,12 +54,16 @@ from fmri2img.experiments.align_run import (
     train_aligner,
 )
 from fmri2img.experiments.analyses.runner import AnalyzeConfig, run_analyze
-from fmri2img.experiments.evaluate import PREDICTIONS, EvalConfig
+from fmri2img.experiments.eval_outputs import PREDICTIONS
+from fmri2img.experiments.evaluate import EvalConfig
 from fmri2img.experiments.evaluate import evaluate as _evaluate
 from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
+from fmri2img.experiments.reconstruct import METRICS, ReconstructConfig
+from fmri2img.experiments.reconstruct import reconstruct as _reconstruct
 from fmri2img.experiments.train_decoder import TrainConfig, checkpoint_path, train_decoder
 from fmri2img.io.checkpoint import load_checkpoint
 from fmri2img.models.pipeline import DecoderPipeline
+from fmri2img.report.study_page import ReportConfig, run_report
 from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index
 
 __all__ = ["Ablation", "Decoder", "Evaluation", "ablate", "align_eval", "align_train",
@@ -171,6 +175,40 @@ class Ablation:
 
 
 # ----------------------------------------------------------------------------- steps
+@dataclass
+class Reconstruction:
+    """One ``reconstruct``: images per domain, their metrics, what made them."""
+
+    output_dir: Path
+    result: dict[str, Any]
+
+    @property
+    def untrained_test_pipeline(self) -> bool:
+        return bool(self.result.get("untrained_test_pipeline"))
+
+    def images(self, domain: str = "imagery") -> tuple[list[str], np.ndarray]:
+        """(item keys, uint8 images (n, H, W, 3)) of one domain."""
+        with np.load(self.output_dir / "reconstructions.npz") as z:
+            if f"{domain}_keys" not in z.files:
+                raise KeyError(f"no {domain} reconstructions; have "
+                               f"{sorted(k[:-5] for k in z.files if k.endswith('_keys'))}")
+            return [str(k) for k in z[f"{domain}_keys"]], z[f"{domain}_images"]
+
+    def table(self) -> pd.DataFrame:
+        """One row per (domain, metric): mean, 95% CI (empty when not scored)."""
+        path = self.output_dir / METRICS
+        if not path.exists():
+            return pd.DataFrame(columns=["domain", "metric", "mean", "ci_low", "ci_high"])
+        rows = []
+        for domain, scores in json.loads(path.read_text())["domains"].items():
+            for metric, entry in scores.items():
+                if isinstance(entry, dict) and "mean" in entry:
+                    ci = entry.get("ci") or [None, None]
+                    rows.append({"domain": domain, "metric": metric, "mean": entry["mean"],
+                                 "ci_low": ci[0], "ci_high": ci[1]})
+        return pd.DataFrame(rows)
+
+
 def simulate(out: str | Path, **options: Any) -> Path:
     """A simulated NSD + NSD-Imagery root (``fmri2img simulate``); returns the root."""
     opts = SimulateOptions(out=Path(out), **options)
@@ -304,3 +342,18 @@ def align_train(dataset: str | Path, output_dir: str | Path, **options: Any) -> 
 def align_eval(run_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Score an aligner (``fmri2img align-eval``); returns metrics.json's contents."""
     return evaluate_aligner(AlignEvalConfig(run_dir=Path(run_dir), **options))
+
+
+def reconstruct(predictions: str | Path, pipeline: str | Path, output_dir: str | Path,
+                **options: Any) -> Reconstruction:
+    """Images from an eval's predictions through a diffusion pipeline (``fmri2img
+    reconstruct``), scored against the stimuli."""
+    cfg = ReconstructConfig(predictions=Path(predictions), pipeline=str(pipeline),
+                            output_dir=Path(output_dir), **options)
+    return Reconstruction(cfg.output_dir, _reconstruct(cfg))
+
+
+def report(study_dir: str | Path, output: str | Path | None = None) -> Path:
+    """The study's self-contained HTML page (``fmri2img report``); returns its path."""
+    return run_report(ReportConfig(study_dir=Path(study_dir),
+                                   output=None if output is None else Path(output)))

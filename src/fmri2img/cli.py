@@ -58,11 +58,13 @@ from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.finetune import FinetuneConfig, finetune_decoder
 from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
 from fmri2img.experiments.methods import METHODS
+from fmri2img.experiments.reconstruct import ReconstructConfig, reconstruct
 from fmri2img.experiments.study import StudyConfig, run_study
 from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
 from fmri2img.flags import add_fields, config_from_args, flag, given
 from fmri2img.models import registry
 from fmri2img.report.console import print_summary
+from fmri2img.report.study_page import ReportConfig, run_report
 from fmri2img.seeds import ALIASES, TRAIN_MODEL_FLAGS, add_seed_flags, warn_ignored
 from fmri2img.targets.embed import EmbedConfig, embed_captions, embed_index
 from fmri2img.version import __version__
@@ -252,6 +254,20 @@ def cmd_figures(args: argparse.Namespace) -> None:
     log.info("%d figure files written", len(files))
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    cfg = config_from_args(ReconstructConfig, args)
+    reconstruct(cfg)
+    metrics = cfg.output_dir / "image_metrics.md"
+    if metrics.exists():
+        Console().print(metrics.read_text(), markup=False, soft_wrap=True)
+    log.info("grid: %s", cfg.output_dir / "grid.png")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    page = run_report(config_from_args(ReportConfig, args))
+    Console().print(f"report: {page}", markup=False, soft_wrap=True)
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     run_study(config_from_args(StudyConfig, args))
 
@@ -341,12 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 "uncertainty='{n_passes: 50}'"}})
     _command(sub, "figures", "redraw every analysis figure (PNG, PDF) from saved results",
              cmd_figures, FiguresConfig)
+    _command(sub, "reconstruct", "images from decoded embeddings (eval's predictions) "
+             "through a diffusion pipeline, scored against the stimuli, with a grid",
+             cmd_reconstruct, ReconstructConfig,
+             extra={"backend": {"choices": registry.generators.available()},
+                    "generator": {"help": "generation options, e.g. --generator steps=50 "
+                                  "--generator guidance_scale=4"}})
+    _command(sub, "report", "one self-contained HTML page of a study folder", cmd_report,
+             ReportConfig)
     _command(sub, "study", "the main job: simulate (or use --nsd-root), index, train, "
              "evaluate, ablate", cmd_study, StudyConfig, extra={
                  "models": {"choices": decoders, "nargs": "*"},
                  "ablation_model": {"choices": [*decoders, None]},
                  "ablation_methods": {"choices": methods},
-                 "analyses": {"choices": list(ANALYSES), "nargs": "*"}})
+                 "analyses": {"choices": list(ANALYSES), "nargs": "*"},
+                 "reconstruct_backend": {"choices": registry.generators.available()}})
     return parser
 
 

@@ -136,7 +136,22 @@ class Targets:
                 # tables written elsewhere may carry no checksum: the contents' own, then
                 "checksum": self.meta.get("checksum")
                 or embedding_checksum(self.keys, self.embeddings),
-                "model": self.meta.get("model_id") or self.meta.get("source")}
+                "model": self.meta.get("model_id") or self.meta.get("model")
+                or self.meta.get("source"),
+                # what an image generator fed with predictions must expect (reconstruct
+                # checks it): flat tables hold one token; a token table says how many
+                "tokens": int(self.meta.get("tokens", 1)),
+                "normalization": self.normalization()}
+
+    def normalization(self) -> str:
+        """``l2`` when the table says so or every row has unit norm, ``none`` when the
+        table says it is not normalised, ``unknown`` otherwise."""
+        if self.meta.get("normalize") is True:
+            return "l2"
+        norms = np.linalg.norm(self.embeddings.astype(np.float64), axis=1)
+        if len(norms) and np.allclose(norms, 1.0, atol=1e-3):
+            return "l2"
+        return "none" if self.meta.get("normalize") is False else "unknown"
 
 
 def average_by_stimulus(rows: pd.DataFrame, X: np.ndarray,

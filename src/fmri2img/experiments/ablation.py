@@ -30,6 +30,7 @@ from fmri2img.data.nsd_layout import subject_name
 from fmri2img.data.splits import Protocol
 from fmri2img.data.trials import IndexData
 from fmri2img.errors import DataError
+from fmri2img.experiments.ablation_images import add_image_metrics, check_options
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.executor import execute
 from fmri2img.experiments.methods import (
@@ -97,6 +98,18 @@ class AblationConfig(StrictModel):
                                               "local worker processes, one thread each")
     eval_figures: bool = Field(False, description="per-cell evaluation and loss-curve "
                                                   "figures")
+    reconstruct_pipeline: str | None = Field(
+        None, description="diffusers pipeline folder: reconstruct every cell's imagery "
+                          "predictions and put the image metrics in the table")
+    reconstruct_backend: str = Field("unclip", description="unclip, ip_adapter, kandinsky")
+    reconstruct_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of fmri2img reconstruct (generator, "
+                                          "feature_nets, ...)")
+
+    _reconstruct = field_validator("reconstruct_options")(
+        classmethod(lambda cls, v: check_options(v)))
+    _backend = field_validator("reconstruct_backend")(
+        classmethod(lambda cls, v: registry.generators.check_name(v)))
 
     _known = field_validator("methods")(classmethod(lambda cls, v: check_methods(v)))
 
@@ -225,7 +238,8 @@ def _cell_config(cfg: AblationConfig) -> dict[str, Any]:
     """The options that change a cell's result (not where or how cells are run)."""
     out = cfg.resolved()
     for key in ("scheduler", "workers", "methods", "fractions", "subjects", "with_condition",
-                "controls", "primary_metric"):
+                "controls", "primary_metric", "reconstruct_pipeline", "reconstruct_backend",
+                "reconstruct_options"):
         out.pop(key, None)
     return out
 
@@ -354,6 +368,9 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
                       _describe)
     rows = add_comparisons([r["row"] for r in records], cfg.primary_metric,
                            n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+    if cfg.reconstruct_pipeline is not None:
+        add_image_metrics(rows, out, cfg.reconstruct_pipeline, cfg.reconstruct_backend,
+                          cfg.reconstruct_options, cell_name)
     write_json(out / ABLATION_RESULTS, {
         "config": cfg.resolved(), "rows": rows,
         "skipped": {m: "needs --perception-index (retrains the decoder)" for m in skipped}})

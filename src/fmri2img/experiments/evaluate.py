@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,22 +42,24 @@ from fmri2img.devices import check_device_name
 from fmri2img.errors import DataError
 from fmri2img.eval.scoring import Scoring, by_group, mean_target_control, trial_scores
 from fmri2img.eval.transfer import ratio_to_reference, transfer_ratios
+from fmri2img.experiments.eval_outputs import (
+    embedding_spec,
+    small_sample,
+    stimulus_images,
+    write_predictions,
+)
+from fmri2img.experiments.image_scoring import score_reconstruction_folder
 from fmri2img.experiments.predictors import Predictor
 from fmri2img.experiments.recorded import targets_for
-from fmri2img.io.atomic import atomic_path, write_json, write_text
+from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models import registry
 from fmri2img.report.eval_report import render_readme, write_figures
-from fmri2img.targets.images import index_stimuli
 
 log = logging.getLogger(__name__)
 
 # the metric the transfer ratio is reported on first (chance subtracted before the ratio):
 # identification, as the NSD-Imagery benchmark judges; cosine credits the mean target
 PRIMARY_RATIO_METRIC = "two_way"
-# below these a result is labelled: 2 items give 2-way and top-1 of 1.00 half the time
-MIN_ITEMS = 6
-PREDICTIONS = "predictions.npz"
-MIN_POOL = 10
 
 
 class EvalConfig(StrictModel):
@@ -76,6 +78,9 @@ class EvalConfig(StrictModel):
     mode: Literal["perception", "imagery"] = "perception"
     split: str = "test"
     output_dir: Path
+    reconstructions: Path | None = Field(
+        None, description="a reconstruct output folder of these predictions: its images "
+                          "scored against the stimuli (PixCorr, SSIM, PSNR, 2-way)")
     pool_size: int = Field(300, ge=2, description="retrieval pool size")
     n_pools: int = Field(30, ge=1, description="random pools averaged")
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 50],
@@ -121,6 +126,9 @@ class Scored:
     items: pd.DataFrame
     pred: np.ndarray
     targets: np.ndarray
+    # (items, predictions, targets) of every domain scored, the mode's own first
+    domains: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = field(
+        default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -266,7 +274,7 @@ def evaluate_perception(cfg: EvalConfig, predictor: Predictor, data: IndexData,
     per_trial = _per_trial_frame(rows, it.single, items.drop_duplicates("stimulus")
                                  if not cfg.average else items,
                                  T if cfg.average else gallery, "perception")
-    return Scored(result, per_trial, items, pred, T)
+    return Scored(result, per_trial, items, pred, T, {"perception": (items, pred, T)})
 
 
 def _domain_block(cfg: EvalConfig, predictor: Predictor, data: IndexData,
@@ -393,26 +401,12 @@ def evaluate_imagery(cfg: EvalConfig, predictor: Predictor, data: IndexData,
             img.metrics["overall"], cfg.perception_metrics)
     result["bounds"] = cfg.scoring().bounds(img.targets)
     per_trial = pd.concat([img.per_trial, vis.per_trial], ignore_index=True)
-    return Scored(result, per_trial, img.items, img.pred, img.targets)
+    return Scored(result, per_trial, img.items, img.pred, img.targets,
+                  {"imagery": (img.items, img.pred, img.targets),
+                   "vision": (vis.items, vis.pred, vis.targets)})
 
 
 # ----------------------------------------------------------------------------- command
-def small_sample(n_items: int, pool: int) -> str | None:
-    """Why a result scored on ``n_items`` items in retrieval pools of ``pool`` cannot be
-    read as a decoding figure (None when it can)."""
-    why = []
-    if n_items < MIN_ITEMS:
-        why.append(f"only {n_items} items scored (fewer than {MIN_ITEMS})")
-    if pool < MIN_POOL:
-        why.append(f"retrieval pool of {pool} (smaller than {MIN_POOL}; chance top-1 "
-                   f"{1 / max(pool, 1):.2f})")
-    if not why:
-        return None
-    return ("SMALL SAMPLE: " + " and ".join(why) + ". Scores near 1 are expected by chance "
-            "alone; read the CIs and p-values, and score every target (a protocol's folds "
-            "together, e.g. train-adapter without --fold).")
-
-
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg = cfg.model_copy(update={"targets": targets_for(cfg.targets, cfg.checkpoint)})
@@ -447,37 +441,28 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "data": data.provenance(),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if cfg.reconstructions is not None:
+        result["image_metrics"] = score_reconstruction_folder(
+            cfg.reconstructions, cfg.index, list(scored.domains), n_bootstrap=cfg.n_bootstrap,
+            seed=cfg.seed)
     out = Path(cfg.output_dir)
     write_json(out / "metrics.json", result)
     write_text(out / "per_trial.csv", scored.per_trial.to_csv(index=False))
-    with atomic_path(out / PREDICTIONS) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, keys=np.array(scored.items["stimulus"].astype(str).tolist()),
-                 predictions=scored.pred, targets=scored.targets)
+    write_predictions(out, scored.domains, {
+        "mode": cfg.mode, "split": cfg.split, "subject": data.subject,
+        "model_type": meta["model_type"], "index": str(Path(cfg.index).resolve()),
+        "checkpoint": [str(Path(c).resolve()) for c in cfg.checkpoint],
+        "adapter": bool(cfg.adapter_checkpoint), "embedding": embedding_spec(meta)})
     write_text(out / "README.md", render_readme(result))
     cfg.save(out / "config_resolved.yaml")
     if cfg.figures:
         write_figures(out / "figures", scored.pred, scored.targets,
-                      _stimulus_images(cfg.index, scored.items["stimulus"].tolist()),
+                      stimulus_images(cfg.index, scored.items["stimulus"].tolist()),
                       title=f"{meta['model_type']}, {data.subject}, {cfg.mode}")
     log.info("%s %s %s: %s", data.subject, meta["model_type"], cfg.mode,
              ", ".join(f"{k} {v:.3f}" for k, v in result["overall"].items()
                        if k in ("cosine", "retrieval_top1", "two_way")))
     return result
-
-
-def _stimulus_images(index: Path, keys: list[str]) -> np.ndarray | None:
-    """The scored stimuli's images, for retrieval examples; None when some cannot be read."""
-    try:
-        found = index_stimuli(index)
-        by_key = {st.key: st for st in found.stimuli}
-        wanted = [by_key.get(k) for k in keys]
-        if any(w is None or not w.has_image for w in wanted):
-            log.info("retrieval examples skipped: some scored stimuli have no image")
-            return None
-        return np.stack(found.load_images(wanted))
-    except (DataError, OSError, KeyError, ValueError) as exc:
-        log.info("retrieval examples skipped: stimulus images not readable (%s)", exc)
-        return None
 
 
 def _adapter_summary(predictor: Predictor, cfg: EvalConfig) -> dict[str, Any] | None:

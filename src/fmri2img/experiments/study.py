@@ -35,11 +35,14 @@ from fmri2img.experiments.ablation import (
 from fmri2img.experiments.analyses.runner import AnalyzeConfig, run_analyze
 from fmri2img.experiments.h1 import H1Config, run_h1
 from fmri2img.experiments.imagery_rsa import ImageryRSAConfig, run_imagery_rsa
+from fmri2img.experiments.reconstruct import ReconstructConfig
 from fmri2img.experiments.study_eeg import EEGStudyOptions, run_study_eeg
+from fmri2img.experiments.study_images import run_study_reconstruction
 from fmri2img.experiments.train_decoder import checkpoint_path
 from fmri2img.io.atomic import write_json, write_text
 from fmri2img.models import registry
 from fmri2img.report.console import make_console, print_h1_table, print_summary
+from fmri2img.report.study_page import write_study_report
 
 log = logging.getLogger(__name__)
 DONE_MARKER = ".simulation_complete"
@@ -99,6 +102,32 @@ class StudyConfig(StrictModel):
                                         description="options of the EEG part (models, "
                                                     "model_options, n_pairs, aligner, "
                                                     "align_train, ...)")
+
+    reconstruct: bool = Field(True, description="images from the first subject's imagery-"
+                              "session predictions (stimulus | perception | imagery grid)")
+    reconstruct_pipeline: str | None = Field(
+        None, description="diffusers pipeline folder (or hub:<id> with reconstruct_options "
+        "allow_hub) for the reconstructions; default: a tiny pipeline with random weights, "
+        "labelled as an untrained test pipeline")
+    reconstruct_backend: str = Field("unclip", description="unclip, ip_adapter or kandinsky")
+    reconstruct_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of fmri2img reconstruct (generator, "
+        "feature_nets, weights_dir, device, ...)")
+
+    @field_validator("reconstruct_backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        return registry.generators.check_name(v)
+
+    @field_validator("reconstruct_options")
+    @classmethod
+    def _reconstruct_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        own = {"predictions", "pipeline", "backend", "output_dir"} & set(v)
+        if own:
+            raise ValueError(f"{sorted(own)} are set by the study")
+        ReconstructConfig(predictions=Path("predictions"), pipeline="pipeline",
+                          output_dir=Path("reconstruction"), **v)
+        return v
 
     @field_validator("eeg_options")
     @classmethod
@@ -266,9 +295,18 @@ def run_study(cfg: StudyConfig, console: Console | None = None) -> dict:
             result["ablation"] = run_study_ablation(cfg, idx_dir, targets, console)
         if cfg.analyses:
             result["analyses"] = run_study_analyses(cfg, root, idx_dir, targets, console)
+        if cfg.reconstruct:
+            model = cfg.ablation_model if cfg.ablation_model in cfg.models else cfg.models[0]
+            result["reconstruction"] = run_study_reconstruction(
+                cfg.out, subject=cfg.subjects[0], model=str(model), targets=targets,
+                pipeline=cfg.reconstruct_pipeline, backend=cfg.reconstruct_backend,
+                options=cfg.reconstruct_options, seed=cfg.seed, n_bootstrap=cfg.n_bootstrap,
+                console=console)
     if cfg.eeg:
         result["eeg"] = run_study_eeg_part(cfg, root, idx_dir, console)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(cfg.out / "study_result.json", result)
+    page = write_study_report(cfg.out)
     console.print(f"done in {result['seconds']} s; outputs in {cfg.out}")
+    console.print(f"report: {page}", markup=False, soft_wrap=True)
     return result

@@ -95,3 +95,9 @@ adapters: Registry[Any] = Registry("adapter", {
     "linear": "fmri2img.models.adapters",
     "mlp": "fmri2img.models.adapters",
 })
+
+generators: Registry[Any] = Registry("generator", {
+    "unclip": "fmri2img.models.diffusion.unclip",
+    "ip_adapter": "fmri2img.models.diffusion.ip_adapter",
+    "kandinsky": "fmri2img.models.diffusion.kandinsky",
+})

@@ -157,6 +157,10 @@ def results_frame(rows: Sequence[Row]) -> pd.DataFrame:
         rec["train_seconds"] = num(r.get("train_seconds"))
         n_params = num(r.get("n_params"))
         rec["n_params"] = int(round(n_params)) if finite(n_params) else None
+        for name, entry in _image_entries(r).items():
+            ci = entry.get("ci") or (None, None)
+            rec[f"image_{name}"], rec[f"image_{name}_lo"], rec[f"image_{name}_hi"] = (
+                num(entry.get("mean")), num(ci[0]), num(ci[1]))
         by_set = r.get("by_set") or {}
         for s in sets:
             per = by_set.get(s) or {}
@@ -171,6 +175,20 @@ def results_frame(rows: Sequence[Row]) -> pd.DataFrame:
         return frame
     frame["n_params"] = pd.array(frame["n_params"].tolist(), dtype="Int64")
     return frame
+
+
+def _image_entries(r: Row) -> dict[str, Mapping[str, Any]]:
+    """The row's scored image metrics (``ablate --reconstruct-pipeline``): PixCorr, SSIM,
+    PSNR and every feature network that had weights."""
+    found = r.get("image_metrics") or {}
+    return {k: v for k, v in found.items() if isinstance(v, Mapping) and "mean" in v}
+
+
+def _image_headers(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    labels = {"pixcorr": "PixCorr", "ssim": "SSIM", "psnr": "PSNR"}
+    cols = [c[len("image_"):] for c in frame.columns
+            if c.startswith("image_") and not c.endswith(("_lo", "_hi"))]
+    return [(c, f"image {labels.get(c, c)}") for c in cols]
 
 
 def row_flags(r: Row) -> str:
@@ -189,8 +207,11 @@ def _results_markdown(frame: pd.DataFrame) -> str:
     header = ["subject", "method", "loss", "fraction", "imagery cosine", "imagery 2-way",
               "imagery top-1", "perception cosine", "perception 2-way",
               f"gain vs direct ({metric})", "flags", "train s", "params"]
+    images = _image_headers(frame)
+    header += [h for _, h in images]
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 4 + ["---:"] * 6 + ["---"] + ["---:"] * 2) + "|"]
+             "|" + "|".join(["---"] * 4 + ["---:"] * 6 + ["---"] + ["---:"] * (2 + len(images)))
+             + "|"]
     for rec in frame.to_dict("records"):
         def ci(col: str, rec: dict[str, Any] = rec) -> str:
             return fmt_ci(rec[col], rec[f"{col}_lo"], rec[f"{col}_hi"])
@@ -206,6 +227,7 @@ def _results_markdown(frame: pd.DataFrame) -> str:
             ci("perception_cosine"), ci("perception_two_way"), gain, rec["flags"] or DASH,
             fmt(rec["train_seconds"], 2),
             DASH if n_params is None or pd.isna(n_params) else f"{int(n_params):,}",
+            *(ci(f"image_{c}") for c, _ in images),
         ]
         lines.append("| " + " | ".join(md_escape(str(c)) for c in cells) + " |")
     return "\n".join(lines) + "\n"

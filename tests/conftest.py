@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -16,6 +18,16 @@ SHARED_DATA = SHARED / "data"
 @pytest.fixture
 def tiny_nsd(tmp_path: Path) -> TinyNSD:
     return write_tiny_nsd(tmp_path / "nsd", formats=("hdf5", "nifti"))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the test: its matrices are small, and on a shared 2-core box
+    extra threads only add contention (5-20x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:

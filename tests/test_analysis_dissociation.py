@@ -5,7 +5,6 @@ planted sign, nothing under --null, and the sign following the planted gains."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +37,7 @@ from fmri2img.targets.structural import (
 N_RESAMPLES = 300
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int = 4, size: int = 32, seed: int = 0) -> list[np.ndarray]:

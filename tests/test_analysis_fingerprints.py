@@ -7,14 +7,12 @@ imagery_subject_gain_sd."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,12 +32,7 @@ from fmri2img.experiments.analyses.runner import run_analyze
 N_RESAMPLES = 300
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _design(n_targets: int = 6, n_vis: int = 8, n_img: int = 16

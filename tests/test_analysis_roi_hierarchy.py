@@ -6,14 +6,12 @@ sign (imagery_participation rising from early to high-level cortex), nothing und
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,12 +32,7 @@ STREAM_OF = {"V1": "early", "V2": "early", "V3": "early", "hV4": "midventral",
              "ventral": "ventral", "lateral": "lateral", "parietal": "parietal"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _design(n_targets: int = 12, n_vis: int = 8, n_img: int = 16

@@ -4,7 +4,6 @@ are checked, and it saves and loads through the checkpoint machinery."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,7 @@ FAMILIES = [{"name": "semantic", "dim": 5, "weight": 2.0},
             {"name": "pixels", "dim": 3, "weight": 0.5}]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n: int = 120, p: int = 12, d: int = 8, seed: int = 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,7 @@ from fmri2img.training.losses import get_loss, symmetric_infonce
 from fmri2img.training.resume import LAST
 from fmri2img.training.trainer import lr_factor, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # tiny matrices: extra threads only add contention on a shared 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _regression(n: int = 96, p: int = 12, d: int = 4, seed: int = 0

@@ -61,7 +61,7 @@ from fmri2img.experiments.methods import METHODS
 from fmri2img.experiments.reconstruct import ReconstructConfig, reconstruct
 from fmri2img.experiments.study import StudyConfig, run_study
 from fmri2img.experiments.train_decoder import TrainConfig, train_decoder
-from fmri2img.flags import add_fields, config_from_args, flag, given
+from fmri2img.flags import add_fields, config_from_args, flag, given, option_errors
 from fmri2img.models import registry
 from fmri2img.report.console import print_summary
 from fmri2img.report.study_page import ReportConfig, run_report
@@ -379,8 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = "DEBUG" if getattr(args, "verbose", False) else args.log_level
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    # not a terminal (CI, a log file): plain lines, so that paths are never wrapped
+    handler: logging.Handler = (
+        RichHandler(console=Console(stderr=True), show_path=False) if sys.stderr.isatty()
+        else logging.StreamHandler(sys.stderr))
+    fmt = "%(message)s" if sys.stderr.isatty() else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level, format=fmt, datefmt="[%X]", handlers=[handler],
                         force=True)
     func: Callable[[argparse.Namespace], None] = args.func
     warn_ignored(args)
@@ -390,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("error: %s", exc)
         return 2
     except ValidationError as exc:
-        log.error("invalid options:\n%s", exc)
+        log.error("invalid options:\n%s", option_errors(exc))
         return 2
     except KeyboardInterrupt:
         log.error("interrupted; finished outputs are kept, unfinished ones were not written")

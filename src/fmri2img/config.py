@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +36,22 @@ class StrictModel(BaseModel):
         try:
             return cls(**data)
         except ValidationError as exc:
-            raise DataError(f"invalid configuration:\n{exc}", path) from exc
+            raise DataError(f"invalid configuration:\n{errors_text(exc)}", path) from None
+
+
+def errors_text(exc: ValidationError, name: Callable[[str], str] = str) -> str:
+    """One line per invalid option: its name (``name`` turns a field into what the user
+    typed, e.g. its flag), the value given and what is allowed; pydantic's message without
+    its documentation link."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(x) for x in err.get("loc", ())]
+        where = name(loc[0]) + (f" {'.'.join(loc[1:])}" if len(loc) > 1 else "") if loc \
+            else "options"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" {value!r}:"
+        lines.append(f"  {where}:{shown} {err['msg']}")
+    return "\n".join(lines)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

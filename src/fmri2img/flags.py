@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from fmri2img.config import errors_text
 from fmri2img.errors import DataError
+from fmri2img.io.guard import check_paths
 
 NONE_WORDS = ("none", "null")
 
@@ -150,8 +152,11 @@ def config_from_args(model: type[BaseModel], args: argparse.Namespace,
     values = {**given(args, model), **overrides}
     config = getattr(args, "config", None)
     if config:
-        return model.from_yaml(config, **values)  # type: ignore[attr-defined]
-    return model(**values)
+        cfg = model.from_yaml(config, **values)  # type: ignore[attr-defined]
+    else:
+        cfg = model(**values)
+    check_paths(cfg)
+    return cfg
 
 
 def _text(value: Any) -> str:
@@ -192,3 +197,8 @@ def command_line(command: str, config: BaseModel, skip: Iterable[str] = ()) -> s
         else:
             words += [flag(name), _text(value)]
     return " ".join(shlex.quote(w) for w in words)
+
+
+def option_errors(exc: ValidationError) -> str:
+    """One line per invalid option, named by its flag."""
+    return errors_text(exc, flag)

@@ -5,11 +5,14 @@ Layout of a cache directory::
     betas.npy       (n_rows, n_voxels) float32 or float16, NumPy .npy (np.load mmap_mode="r")
     voxels.parquet  one row per voxel: x, y, z on the source grid and each atlas's label
                     (EEG: one row per (channel, time) value: channel, time)
-    manifest.json   spec (options), source fingerprints, shapes, mask, preprocessing;
+    manifest.json   spec (options and the resolved paths of the source files), the
+                    sources' fingerprints, shapes, mask, preprocessing;
                     ``sample_shape`` when a row is a flattened array (EEG: [channels, times])
 
 A directory is built under a temporary name and renamed into place whole, and the
-manifest is its last file, so a cache either exists complete or not at all.
+manifest is its last file, so a cache either exists complete or not at all. Its name hashes
+the spec, source paths included: builds from other files (another NSD root) never share a
+cache, and a cache is reused only while the recorded sources' contents are unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ import pandas as pd
 
 from fmri2img.errors import DataError
 from fmri2img.io.atomic import atomic_dir, write_json
-from fmri2img.io.checksum import fingerprint_matches
+from fmri2img.io.checksum import fingerprint, fingerprint_matches
 from fmri2img.version import __version__
 
 log = logging.getLogger(__name__)
@@ -50,23 +53,42 @@ def cache_dir_for(root: Path, spec: dict[str, Any]) -> Path:
     return Path(root) / name
 
 
-def is_reusable(directory: Path, spec: dict[str, Any], *, rehash: bool = False) -> bool:
-    """A finished cache built with the same options from unchanged sources."""
+def source_paths(sources: Iterable[str | Path]) -> list[str]:
+    """The resolved paths of the files a cache is built from, in the order given."""
+    return [str(Path(p).resolve()) for p in sources]
+
+
+def is_reusable(directory: Path, spec: dict[str, Any], *, rehash: bool = False,
+                sources: Iterable[str | Path] | None = None) -> bool:
+    """A finished cache built with the same options from the same, unchanged sources.
+
+    ``sources`` are the files this build would read: the cache must record a fingerprint
+    of exactly these files (by resolved path), each still matching its content.
+    """
     manifest_path = directory / MANIFEST
     if not manifest_path.exists():
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return False
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or manifest.get("version") != VERSION:
         return False
     if json.dumps(manifest.get("spec"), sort_keys=True, default=str) != json.dumps(
         spec, sort_keys=True, default=str
     ):
         log.info("cache %s was built with other options: rebuilding", directory)
         return False
-    for record in manifest["sources"]:
+    records = manifest.get("sources")
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and {"path", "size", "mtime_ns", "checksum"} <= set(r)
+            for r in records):
+        return False
+    if sources is not None and {r["path"] for r in records} != set(source_paths(sources)):
+        log.info("cache %s was built from other source files: rebuilding", directory)
+        return False
+    for record in records:
         if not fingerprint_matches(record, rehash=rehash):
             log.info("source %s changed since the cache was built: rebuilding", record["path"])
             return False
@@ -173,6 +195,7 @@ def build_cache(
     root: Path,
     spec: dict[str, Any],
     *,
+    sources: Sequence[str | Path] = (),
     n_rows: int,
     voxels: pd.DataFrame,
     dtype: str,
@@ -181,36 +204,80 @@ def build_cache(
     reuse: bool = True,
     rehash: bool = False,
 ) -> tuple[Path, bool]:
-    """Return (cache directory, reused?). ``fill(writer) -> list of source fingerprints``."""
+    """Return (cache directory, reused?). ``fill(writer) -> (source fingerprints, details)``.
+
+    ``sources`` are the files the build reads (none for data made in memory). Their
+    resolved paths join ``spec`` in the key of the directory, so a build from other files
+    (another NSD root) gets its own cache; a cache is reused only while it records these
+    very files with unchanged contents.
+    ``fill`` returns fingerprints of some or all of them (e.g. hashed while reading); the
+    others are fingerprinted here. A failed build leaves no directory it created behind.
+    """
+    paths = source_paths(sources)
+    spec = {**spec, "source_paths": paths}
     directory = cache_dir_for(root, spec)
-    if reuse and is_reusable(directory, spec, rehash=rehash):
+    if reuse and is_reusable(directory, spec, rehash=rehash, sources=paths):
         log.info("reusing beta cache %s", directory)
         return directory, True
     t0 = time.perf_counter()
-    with atomic_dir(directory) as tmp:
-        writer = CacheWriter(tmp, n_rows, len(voxels), dtype)
-        try:
-            sources, details = fill(writer)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        voxels.to_parquet(tmp / VOXELS, index=False)
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "fmri2img_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "spec": spec,
-            "shape": [n_rows, len(voxels)],
-            "dtype": str(np.dtype(dtype)),
-            "n_voxels": len(voxels),
-            "sources": sources,
-            "build_seconds": round(time.perf_counter() - t0, 3),
-            **details,
-            **(extra_manifest or {}),
-        }
-        write_json(tmp / MANIFEST, manifest)
+    created = _missing_dirs(Path(root))
+    try:
+        with atomic_dir(directory) as tmp:
+            writer = CacheWriter(tmp, n_rows, len(voxels), dtype)
+            try:
+                recorded, details = fill(writer)
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            voxels.to_parquet(tmp / VOXELS, index=False)
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "fmri2img_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "spec": spec,
+                "shape": [n_rows, len(voxels)],
+                "dtype": str(np.dtype(dtype)),
+                "n_voxels": len(voxels),
+                "sources": _source_records(paths, recorded),
+                "build_seconds": round(time.perf_counter() - t0, 3),
+                **details,
+                **(extra_manifest or {}),
+            }
+            write_json(tmp / MANIFEST, manifest)
+    except BaseException:
+        _remove_empty(created)
+        raise
     log.info("built beta cache %s (%d x %d) in %.1f s", directory, n_rows, len(voxels),
              time.perf_counter() - t0)
     return directory, False
+
+
+def _source_records(paths: list[str], recorded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One fingerprint per declared source, in the declared order."""
+    by_path = {r["path"]: r for r in recorded}
+    undeclared = sorted(set(by_path) - set(paths))
+    if undeclared:
+        raise RuntimeError(f"the cache build read files it did not declare: {undeclared}")
+    return [by_path[p] if p in by_path else fingerprint(p) for p in dict.fromkeys(paths)]
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """Remove the directories a failed build created, deepest first, while empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: another build's files
+            return

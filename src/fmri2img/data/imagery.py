@@ -34,6 +34,7 @@ from pydantic import Field
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
 from fmri2img.data.keys import imagery_key, nsd_key
+from fmri2img.data.nsd import roi_files
 from fmri2img.data.nsd_layout import (
     BETA_SCALE,
     DEFAULT_IMAGERY_VERSION,
@@ -378,23 +379,30 @@ def build_imagery_index(cfg: ImageryIndexConfig) -> tuple[pd.DataFrame, dict[str
     def fill(writer: cache_mod.CacheWriter) -> tuple[list[dict], dict]:
         with BackgroundHasher() as hasher:
             hasher.submit(betas_path)
-            raw = read_masked(betas_path, vox_xyz, tuple(mask.shape))
+            raw = read_masked(betas_path, vox_xyz, tuple(mask.shape),
+                              n_volumes=IMAGERY_N_BETAS)
             if raw.shape[0] != IMAGERY_N_BETAS:
                 raise DataError(f"{raw.shape[0]} volumes; expected {IMAGERY_N_BETAS} "
                                 "NSD-Imagery betas", betas_path)
-            data = raw.astype(np.float32) / np.float32(BETA_SCALE)
-            if cfg.zscore == "run":
-                for block in IMAGERY_BLOCKS:
-                    data[block.start:block.stop] = _zscore(data[block.start:block.stop])
-            elif cfg.zscore == "session":
-                data = _zscore(data)
+            with np.errstate(over="ignore", invalid="ignore"):
+                data = raw.astype(np.float32) / np.float32(BETA_SCALE)
+                if cfg.zscore == "run":
+                    for block in IMAGERY_BLOCKS:
+                        data[block.start:block.stop] = _zscore(data[block.start:block.stop])
+                elif cfg.zscore == "session":
+                    data = _zscore(data)
+            if not np.isfinite(data).all():
+                raise DataError("betas beyond the float32 range once scaled; expected "
+                                "finite values of a sane scale", betas_path)
             writer.write_rows(np.arange(IMAGERY_N_BETAS), data)
             sources = [hasher.result(betas_path)] + [fingerprint(p) for p in meta_sources]
         return sources, {}
 
     cache_root = cfg.cache_dir or cfg.output.parent / "cache"
+    sources = [betas_path, *meta_sources, *roi_files(paths, cfg.subject, selection)]
     cache_dir, reused = cache_mod.build_cache(
-        cache_root, spec, n_rows=IMAGERY_N_BETAS, voxels=voxels, dtype=cfg.cache_dtype,
+        cache_root, spec, sources=sources, n_rows=IMAGERY_N_BETAS, voxels=voxels,
+        dtype=cfg.cache_dtype,
         fill=fill, reuse=cfg.reuse_cache, rehash=cfg.rehash,
         extra_manifest={
             "mask": mask_info,

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from fmri2img.data import cache as cache_mod
 from fmri2img.data import index as index_mod
+from fmri2img.data import mat5
 from fmri2img.data.nsd import zscore_params
 from fmri2img.data.options import CacheOptions
 from fmri2img.data.splits import assign_validation
@@ -49,28 +50,91 @@ class MatIndexConfig(CacheOptions):
 
 
 def load_mat(path: Path) -> dict[str, np.ndarray]:
+    """The variables of a .mat file; the required ones checked to be non-empty real numeric
+    matrices (a string, cell, struct or complex variable is refused, naming it)."""
     if not path.exists():
         raise DataError("file not found", path)
     try:
-        raw = scipy.io.loadmat(str(path))
-        arrays = {k: np.asarray(v) for k, v in raw.items() if not k.startswith("__")}
-    except NotImplementedError:  # MATLAB v7.3 is HDF5
-        with h5py.File(path, "r") as f:
-            arrays = {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    except Exception as exc:
-        raise DataError(f"not a readable MATLAB file: {exc}", path) from exc
+        arrays = _read_mat(path)
+    except Exception as exc:  # scipy.io and h5py raise many types for corrupt files
+        raise DataError(f"not a readable MATLAB file (truncated or corrupt?): {exc}",
+                        path) from exc
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise DataError(f"missing variables {missing}; expected {', '.join(REQUIRED)} "
                         "(optional labelTrn, labelTest); found "
                         + ", ".join(sorted(arrays)), path)
+    for key in REQUIRED:
+        _check_matrix(arrays[key], key, path)
     return arrays
+
+
+def _read_mat(path: Path) -> dict[str, np.ndarray]:
+    with path.open("rb") as f:
+        head = f.read(mat5.HEADER)
+    if mat5.is_v5(head):  # SciPy's compiled reader trusts the tags: checked first
+        mat5.check_v5(path.read_bytes())
+    try:
+        raw = scipy.io.loadmat(str(path))
+    except NotImplementedError:  # MATLAB v7.3 is HDF5
+        with h5py.File(path, "r") as f:
+            return {k: _h5_variable(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    return {k: np.asarray(v) for k, v in raw.items() if not k.startswith("__")}
+
+
+def _h5_variable(ds: h5py.Dataset) -> np.ndarray:
+    """A v7.3 variable as loadmat would give it (h5py sees MATLAB arrays transposed);
+    a char array becomes a string, so that it is not mistaken for numbers."""
+    a = np.asarray(ds).T
+    cls = ds.attrs.get("MATLAB_class", b"")
+    if (cls.decode() if isinstance(cls, bytes) else str(cls)) == "char":
+        return np.array(["".join(map(chr, a.ravel(order="F").astype(np.int64)))])
+    return a
+
+
+_KIND_NAMES = {"U": "a string", "S": "a byte string", "c": "a complex array",
+               "O": "a cell array (or other Python objects)", "V": "a struct",
+               "M": "a date", "m": "a time span"}
+
+
+def _check_matrix(a: np.ndarray, key: str, path: Path) -> None:
+    expected = ("(n_trials, n_voxels)" if key.startswith("fmri")
+                else "(n, H*W) flattened images")
+    if a.dtype.kind not in "biuf":
+        found = _KIND_NAMES.get(a.dtype.kind, f"of type {a.dtype}")
+        raise DataError(f"{key} is {found} of shape {a.shape}; expected a real numeric "
+                        f"matrix {expected}", path)
+    if a.ndim != 2 or a.size == 0:
+        raise DataError(f"{key} has shape {a.shape}; expected a non-empty 2-D matrix "
+                        f"{expected}", path)
+
+
+def _labels(a: np.ndarray, key: str, n: int, path: Path) -> list[str]:
+    lab = np.asarray(a).ravel()
+    if lab.size != n:
+        raise DataError(f"{key} has {lab.size} entries; expected {n}", path)
+    if lab.dtype.kind in "biuf":
+        if not np.isfinite(lab).all():
+            raise DataError(f"{key} holds NaN or infinite labels; expected one finite "
+                            "number or string per trial", path)
+        return [str(int(v)) for v in lab]
+    if lab.dtype.kind not in "USO":
+        raise DataError(f"{key} is {_KIND_NAMES.get(lab.dtype.kind, lab.dtype)}; expected "
+                        "one number or string per trial", path)
+    return [_text(v) for v in lab]
+
+
+def _text(v: object) -> str:
+    """A cell's string: loadmat wraps each cell's content in an array."""
+    while isinstance(v, np.ndarray) and v.size == 1:
+        v = v.ravel()[0]
+    return str(v)
 
 
 def _stimulus_images(stim: np.ndarray, path: Path, key: str) -> np.ndarray:
     """(n, P) column-major flat images -> (n, H, W) uint8."""
     stim = np.asarray(stim, dtype=np.float64)
-    side = int(round(np.sqrt(stim.shape[1])))
+    side = int(round(np.sqrt(stim.shape[1]))) if stim.ndim == 2 else 0
     if stim.ndim != 2 or side * side != stim.shape[1]:
         raise DataError(f"{key} has shape {stim.shape}; expected (n, H*W) with a square image",
                         path)
@@ -107,16 +171,9 @@ def build_mat_index(cfg: MatIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
                         f"fmriTest {len(fmri_trn)}/{len(fmri_tst)}; expected one per trial", path)
     if img_trn.shape[1:] != img_tst.shape[1:]:
         raise DataError("stimTrn and stimTest images differ in size", path)
-    labels = []
+    labels: list[list[Any]] = []
     for key, n in (("labelTrn", len(fmri_trn)), ("labelTest", len(fmri_tst))):
-        if key in arrays:
-            lab = np.asarray(arrays[key]).ravel()
-            if lab.size != n:
-                raise DataError(f"{key} has {lab.size} entries; expected {n}", path)
-            labels.append([str(int(v)) if np.issubdtype(lab.dtype, np.number) else str(v)
-                           for v in lab])
-        else:
-            labels.append([None] * n)
+        labels.append(_labels(arrays[key], key, n, path) if key in arrays else [None] * n)
 
     dataset = cfg.dataset or path.stem
     images = np.concatenate([img_trn, img_tst])
@@ -127,7 +184,12 @@ def build_mat_index(cfg: MatIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     split, split_manifest = assign_validation(stim_idx, is_test, cfg.val_fraction, cfg.seed)
     split_manifest["rule"] = "test = fmriTest rows; val = a seeded fraction of stimuli seen " \
                              "only in fmriTrn"
-    data = np.concatenate([fmri_trn, fmri_tst]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        data = np.concatenate([fmri_trn, fmri_tst]).astype(np.float32)
+    if not np.isfinite(data).all():
+        raise DataError("fmriTrn/fmriTest hold values beyond the float32 range (|x| > "
+                        f"{np.finfo(np.float32).max:.3g}); expected responses of a sane scale",
+                        path)
     spec = {"dataset": dataset, "subject": cfg.subject, "zscore": cfg.zscore,
             "val_fraction": cfg.val_fraction, "seed": cfg.seed, "dtype": cfg.cache_dtype}
 
@@ -145,7 +207,8 @@ def build_mat_index(cfg: MatIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     voxels = pd.DataFrame({"voxel": np.arange(data.shape[1], dtype=np.int32)})
     cache_root = cfg.cache_dir or cfg.output.parent / "cache"
     cache_dir, reused = cache_mod.build_cache(
-        cache_root, spec, n_rows=len(data), voxels=voxels, dtype=cfg.cache_dtype, fill=fill,
+        cache_root, spec, sources=[path], n_rows=len(data), voxels=voxels,
+        dtype=cfg.cache_dtype, fill=fill,
         reuse=cfg.reuse_cache, rehash=cfg.rehash,
         extra_manifest={"mask": {"selection": "all voxels of the file",
                                  "n_voxels": int(data.shape[1])},

@@ -34,7 +34,7 @@ from fmri2img.data.nsd_layout import (
     subject_name,
 )
 from fmri2img.data.options import NSDSourceOptions
-from fmri2img.data.rois import RoiSelection, load_selection
+from fmri2img.data.rois import SUMMARY_ATLASES, RoiSelection, load_selection
 from fmri2img.data.splits import assign_validation
 from fmri2img.data.volumes import read_masked, volume_format
 from fmri2img.errors import DataError
@@ -173,6 +173,14 @@ def _available_sessions(cfg: NSDIndexConfig, paths: NSDPaths, n_design: int) -> 
     return found
 
 
+def roi_files(paths: NSDPaths, subject: int, selection: RoiSelection) -> list[Path]:
+    """The label volumes and colour tables that a selection's mask and voxel table are
+    read from (those present)."""
+    atlases = dict.fromkeys((selection.atlas, *SUMMARY_ATLASES))
+    files = [f for a in atlases for f in (paths.roi(subject, a), paths.roi_ctab(subject, a))]
+    return [f for f in files if f.exists()]
+
+
 def zscore_params(data: np.ndarray, fit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-voxel mean and SD over ``fit_rows``; constant voxels get SD 1 (left centred)."""
     fit = data[fit_rows]
@@ -293,12 +301,15 @@ def build_nsd_index(cfg: NSDIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     }
     cache_root = cfg.cache_dir or cfg.output.parent / "cache"
 
+    meta_files = [p for p in (paths.expdesign, paths.stim_info) if p.exists()]
+
     def fill(writer: cache_mod.CacheWriter) -> tuple[list[dict], dict]:
         return _fill_cache(writer, cfg, files, sessions, trials, rows, vox_xyz, grid,
-                           paths.expdesign, paths.stim_info)
+                           *meta_files)
 
     cache_dir, reused = cache_mod.build_cache(
-        cache_root, spec, n_rows=len(rows), voxels=voxels, dtype=cfg.cache_dtype, fill=fill,
+        cache_root, spec, sources=[*files, *meta_files, *roi_files(paths, cfg.subject, selection)],
+        n_rows=len(rows), voxels=voxels, dtype=cfg.cache_dtype, fill=fill,
         extra_manifest={
             "mask": mask_info,
             "preprocessing": {
@@ -400,7 +411,7 @@ def _fill_cache(
             # cache, so the scattered per-voxel chunk reads that follow do not compete with
             # it for the disk, while the hasher goes on to the next session.
             sources.append(hasher.result(path))
-            raw = read_masked(path, vox_xyz, grid)
+            raw = read_masked(path, vox_xyz, grid, n_volumes=TRIALS_PER_SESSION)
             t1 = time.perf_counter()
             sel = trials.index[trials["session"] == session].to_numpy()
             beta_idx = trials.loc[sel, "beta_index"].to_numpy()
@@ -413,7 +424,11 @@ def _fill_cache(
                 if fit.size < 2:
                     raise DataError(f"session {session} has {fit.size} training trials; "
                                     "z-scoring needs at least 2", path)
-            data = session_block(raw, beta_idx, fit, BETA_SCALE)
+            with np.errstate(over="ignore", invalid="ignore"):
+                data = session_block(raw, beta_idx, fit, BETA_SCALE)
+            if not np.isfinite(data).all():
+                raise DataError("betas beyond the float32 range once scaled; expected "
+                                "finite values of a sane scale", path)
             in_single = np.isin(sel, trial_to_row.index)
             if in_single.all():
                 writer.write_rows(trial_to_row.loc[sel].to_numpy(), data)

@@ -189,7 +189,8 @@ def build_eeg_index(cfg: EEGIndexConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
 
     cache_root = cfg.cache_dir or cfg.output.parent / "cache"
     cache_dir, reused = cache_mod.build_cache(
-        cache_root, spec, n_rows=len(rows), voxels=voxels, dtype=cfg.cache_dtype, fill=fill,
+        cache_root, spec, sources=list(paths.values()), n_rows=len(rows), voxels=voxels,
+        dtype=cfg.cache_dtype, fill=fill,
         extra_manifest={
             "sample_shape": [n_ch, n_times], "channels": list(tr.ch_names),
             "times": [float(t) for t in times], "sfreq": sfreq,

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
@@ -72,7 +72,7 @@ class AblationConfig(StrictModel):
         None, description="NSD perception index (mixed, imagery_only, perception scores); "
                           "may hold {subject}")
     model_type: str | None = Field(None, description="checked against the checkpoint")
-    subjects: list[int] | None = None
+    subjects: list[Annotated[int, Field(ge=1)]] | None = None
     methods: list[str] = Field(default_factory=lambda: [
         "direct", "adapter_linear", "adapter_mlp", "adapter_mlp_vision", "mixed",
         "finetune", "imagery_only"], description="methods to run")
@@ -90,8 +90,8 @@ class AblationConfig(StrictModel):
     n_folds: int = Field(6, ge=2)
     epochs: int = Field(100, ge=1)
     seed: int = 0
-    n_bootstrap: int = 2000
-    n_permutations: int = 1000
+    n_bootstrap: int = Field(2000, ge=1)
+    n_permutations: int = Field(1000, ge=1)
     scheduler: str | None = Field(None, description="Dask scheduler address "
                                   "(tcp://host:8786); default: run cells in this process")
     workers: int = Field(1, ge=1, description="without scheduler: run cells in this many "

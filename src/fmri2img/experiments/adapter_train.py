@@ -92,8 +92,6 @@ class AdapterTrainConfig(FoldTrainingOptions):
     def _check(self) -> AdapterTrainConfig:
         if (self.split_train is None) != (self.split_val is None):
             raise ValueError("give both split_train and split_val, or neither")
-        if self.fold is not None and self.fold >= self.n_folds:
-            raise ValueError(f"fold {self.fold} does not exist with n_folds {self.n_folds}")
         if self.condition_token and self.train_domain != "imagery":
             raise ValueError("a conditioned adapter trains on both domains; leave "
                              "train_domain at imagery")

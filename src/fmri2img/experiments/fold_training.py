@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from fmri2img.config import StrictModel
 from fmri2img.data.splits import Protocol
@@ -46,6 +46,13 @@ class FoldTrainingOptions(StrictModel):
                                                   "state per epoch would double that)")
 
     _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
+
+    @model_validator(mode="after")
+    def _fold_exists(self) -> FoldTrainingOptions:
+        if self.fold is not None and self.fold >= self.n_folds:
+            raise ValueError(f"--fold {self.fold} does not exist with --n-folds "
+                             f"{self.n_folds} (folds are 0..{self.n_folds - 1})")
+        return self
 
     def trainer_config(self, checkpoint_dir: Path, description: str) -> TrainerConfig:
         """The training loop's settings; its resume state lives in ``checkpoint_dir``."""

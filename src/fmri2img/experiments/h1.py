@@ -11,13 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fmri2img.config import StrictModel
 from fmri2img.data.nsd_layout import subject_name
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.train_decoder import TrainConfig, checkpoint_path, train_decoder
 from fmri2img.io.reuse import is_done, mark_done, run_once
+from fmri2img.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,13 @@ class H1Config(StrictModel):
     models: list[str]
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 0
-    n_permutations: int = 1000
-    n_bootstrap: int = 2000
+    n_permutations: int = Field(1000, ge=1)
+    n_bootstrap: int = Field(2000, ge=1)
+
+    _models = field_validator("models")(
+        classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
+    _model_options = field_validator("model_options")(
+        classmethod(lambda cls, v: registry.decoders.check_options(v)))
 
 
 def run_h1(cfg: H1Config) -> list[dict[str, Any]]:

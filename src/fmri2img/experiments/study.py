@@ -136,6 +136,8 @@ class StudyConfig(StrictModel):
 
     _models = field_validator("models")(
         classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
+    _model_options = field_validator("model_options")(
+        classmethod(lambda cls, v: registry.decoders.check_options(v)))
     _methods = field_validator("ablation_methods")(classmethod(lambda cls, v: check_methods(v)))
 
     @field_validator("analyses")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.console import Console
 
 from fmri2img.config import StrictModel
@@ -32,6 +32,7 @@ from fmri2img.experiments.align_run import render as render_alignment
 from fmri2img.experiments.evaluate import EvalConfig, evaluate
 from fmri2img.experiments.train_decoder import TrainConfig, checkpoint_path, train_decoder
 from fmri2img.io.reuse import run_once
+from fmri2img.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class EEGStudyOptions(StrictModel):
     align_ratios: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15), description="train/val/test shares of the pairs (Brain2Image: "
                                        "0.8/0.1/0.1; more test pairs narrow the CIs)")
+
+    _models = field_validator("models")(
+        classmethod(lambda cls, v: [registry.decoders.check_name(m) for m in v]))
+    _model_options = field_validator("model_options")(
+        classmethod(lambda cls, v: registry.decoders.check_options(v)))
 
 
 # a little over the simulator's true pairs (30, 200): the rest are near neighbours, as in

@@ -10,13 +10,15 @@ is never read here. With ``imagery_index``, imagery trials of one protocol fold 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fmri2img.config import StrictModel
 from fmri2img.data.splits import Protocol, make_fold
@@ -85,13 +87,29 @@ class TrainConfig(StrictModel):
         if not self.perception and self.imagery_index is None:
             raise ValueError("perception off needs imagery_index (an imagery-only decoder)")
         if self.fold >= self.n_folds:
-            raise ValueError(f"fold {self.fold} does not exist with n_folds {self.n_folds}")
+            raise ValueError(f"--fold {self.fold} does not exist with --n-folds "
+                             f"{self.n_folds} (folds are 0..{self.n_folds - 1})")
         if self.loss is not None:
             if "loss" not in registry.decoders.get(self.model_type).Config.model_fields:
                 raise ValueError(f"--loss applies to gradient-trained decoders; "
                                  f"{self.model_type} is fitted in closed form")
             registry.decoders.get(self.model_type).Config(loss=self.loss)  # a known loss
+        self._check_decoder_options()
         return self
+
+    def _check_decoder_options(self) -> None:
+        """--set KEY=VALUE checked here, before any data is read."""
+        config = registry.decoders.get(self.model_type).Config
+        flags = {k: v for k, v in (("epochs", self.epochs), ("device", self.device),
+                                   ("loss", self.loss))
+                 if v is not None and k in config.model_fields}
+        try:
+            config(**{**flags, **self.model})
+        except ValidationError as exc:
+            raise ValueError("; ".join(
+                f"--set {'.'.join(map(str, e['loc'])) or '?'}={e.get('input')!r}: {e['msg']}"
+                f" (options of {self.model_type}: {', '.join(config.model_fields)})"
+                for e in exc.errors(include_url=False))) from None
 
     def decoder_options(self) -> dict[str, Any]:
         opts = dict(self.model)
@@ -104,6 +122,11 @@ class TrainConfig(StrictModel):
                 opts.setdefault(key, value)
             elif key != "seed":
                 log.warning("--%s does not apply to %s; ignored", key, self.model_type)
+        if "checkpoint_dir" in fields:
+            # decoders trained by epochs keep a resume state here, so that a killed run
+            # given the same command again continues; --set checkpoint_dir=null: none kept
+            opts.setdefault("checkpoint_dir", str(Path(self.output_dir) / "checkpoints"
+                                                  / "train_state"))
         return opts
 
 
@@ -124,9 +147,26 @@ def link_best(output_dir: Path) -> None:
         log.info("best.pt not linked (%s); use %s", exc, checkpoint_path(output_dir))
 
 
+def _forget_other_options(cfg: TrainConfig) -> None:
+    """A finished run with other options is trained again from the start (its resume
+    state belongs to those options: rerunning a study with new model options must not
+    stop on it); an unfinished state is left to the trainer, which refuses it by name."""
+    out = Path(cfg.output_dir)
+    saved = out / "config_resolved.yaml"
+    state = out / "checkpoints" / "train_state"
+    # where the folder lies is no option of the run (a moved folder still resumes)
+    now = {k: v for k, v in cfg.resolved().items() if k != "output_dir"}
+    if state.exists() and saved.exists() and {
+            k: v for k, v in yaml.safe_load(saved.read_text()).items() if k != "output_dir"
+    } != now:
+        log.info("%s was trained with other options; training it again", out)
+        shutil.rmtree(state)
+
+
 def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
     """Fit, save ``checkpoints/decoder.pt`` and a summary; returns the summary."""
     t0 = time.perf_counter()
+    _forget_other_options(cfg)
     data = IndexData.open(cfg.index)
     targets = Targets.open(cfg.targets)
     decoder_cls = registry.decoders.get(cfg.model_type)

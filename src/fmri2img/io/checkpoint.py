@@ -12,6 +12,8 @@ import json
 import os
 import pickle
 import shutil
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Any], meta: dict[str, A
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(arrays, metadata) of a checkpoint written by :func:`save_checkpoint`."""
+    """(arrays, metadata) of a checkpoint written by :func:`save_checkpoint`; anything else
+    (truncated, corrupt, pickled objects, another layout) is refused with a DataError
+    naming the file."""
     path = Path(path)
     if not path.exists():
         raise DataError("checkpoint not found", path)
@@ -86,10 +90,11 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     except pickle.UnpicklingError as exc:
         raise DataError(
             "checkpoint holds pickled Python objects, which are never loaded (they could run "
-            f"code); expected tensors plus JSON metadata as written by fmri2img ({exc})",
+            "code), or is corrupt; expected tensors plus JSON metadata as written by fmri2img "
+            f"({exc})",
             path,
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except _LOAD_ERRORS as exc:
         raise DataError(f"not a readable checkpoint (truncated or not a torch file?): {exc}",
                         path) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -97,14 +102,62 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     if payload.get("version") != VERSION:
         raise DataError(f"checkpoint version {payload.get('version')}; this fmri2img reads "
                         f"version {VERSION}", path)
-    arrays = {k: v.numpy() for k, v in payload["tensors"].items()}
-    meta = json.loads(payload["meta"])
-    for name, info in meta.pop("external_arrays", {}).items():
+    meta = _meta(payload.get("meta"), path)
+    arrays = _tensors(payload.get("tensors"), path)
+    external = meta.pop("external_arrays", {})
+    if not isinstance(external, dict):
+        raise DataError(f"checkpoint metadata 'external_arrays' is a "
+                        f"{type(external).__name__}; expected an object", path)
+    for name, info in external.items():
         arrays[name] = _read_side_file(path, name, info)
     return arrays, meta
 
 
-def _read_side_file(path: Path, name: str, info: dict[str, Any]) -> np.ndarray:
+# What torch.load raises for truncated or corrupt files besides UnpicklingError.
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, IndexError,
+    AttributeError, struct.error, OverflowError, zlib.error)
+
+
+def _meta(raw: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(raw, str):
+        raise DataError(f"checkpoint metadata is a {type(raw).__name__}; expected a JSON "
+                        "string", path)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"checkpoint metadata is not JSON ({exc})", path) from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"checkpoint metadata is a JSON {type(meta).__name__}; expected an "
+                        "object", path)
+    return meta
+
+
+def _tensors(raw: Any, path: Path) -> dict[str, np.ndarray]:
+    if not isinstance(raw, dict):
+        raise DataError(f"checkpoint 'tensors' is a {type(raw).__name__}; expected a dict "
+                        "of named tensors", path)
+    arrays = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise DataError(f"checkpoint entry {name!r} is a {type(value).__name__}; "
+                            "expected named tensors", path)
+        try:
+            arrays[name] = value.numpy()
+        except (TypeError, RuntimeError) as exc:  # bfloat16, sparse, ...
+            raise DataError(f"checkpoint tensor {name!r} ({value.dtype}, {value.layout}) has "
+                            f"no NumPy form ({exc})", path) from exc
+    return arrays
+
+
+def _read_side_file(path: Path, name: str, info: Any) -> np.ndarray:
+    if not (isinstance(info, dict) and isinstance(info.get("file"), str)
+            and isinstance(info.get("shape"), list) and isinstance(info.get("dtype"), str)):
+        raise DataError(f"checkpoint metadata of side-file array {name!r} is {info!r}; "
+                        "expected file, shape and dtype", path)
+    if Path(info["file"]).name != info["file"] or info["file"] in ("", ".", ".."):
+        raise DataError(f"side file {info['file']!r} of array {name!r} is not a file name "
+                        "beside the checkpoint", path)
     # beside the real file: the checkpoint may be reached through a link (best.pt)
     file = path.resolve().with_name(info["file"])
     if not file.exists():
@@ -112,9 +165,11 @@ def _read_side_file(path: Path, name: str, info: dict[str, Any]) -> np.ndarray:
                         f"missing: {file}", path)
     try:
         mapped = np.load(file, mmap_mode="r")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"side file of array {name!r} is not a readable .npy: {exc}",
                         file) from exc
+    if not isinstance(mapped, np.ndarray):
+        raise DataError(f"side file of array {name!r} is not a single .npy array", file)
     array = mapped.T if info.get("transposed") else mapped
     if list(array.shape) != list(info["shape"]) or str(mapped.dtype) != info["dtype"]:
         raise DataError(f"side file of array {name!r} holds {mapped.dtype} {array.shape}; "

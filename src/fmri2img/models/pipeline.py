@@ -65,22 +65,71 @@ class DecoderPipeline:
     def load(cls, path: str | Path, device: str | None = None
              ) -> tuple[DecoderPipeline, dict[str, Any]]:
         """The pipeline saved at ``path``; a torch decoder is placed on ``device`` (default:
-        the one it was trained on), so a model trained on a GPU loads on a CPU machine."""
+        the one it was trained on), so a model trained on a GPU loads on a CPU machine.
+
+        A checkpoint whose arrays do not have the shapes its recorded model gives them
+        (preprocessor and decoder alike), whose metadata is incomplete, or whose weights
+        predict NaN is refused here, before any prediction, with a DataError naming it.
+        """
         arrays, meta = load_checkpoint(path)
         if meta.get("kind") != KIND:
             raise DataError(f"not a decoder checkpoint (kind {meta.get('kind')!r})", path)
+        try:
+            pipeline, meta = cls._restore(arrays, meta, device)
+        except KeyError as exc:
+            raise DataError(f"checkpoint metadata lacks {exc}; expected what fmri2img train "
+                            "writes", path) from exc
+        except (ValueError, TypeError) as exc:  # ValidationError is a ValueError
+            raise DataError(f"the checkpoint's arrays do not fit its recorded model: {exc}",
+                            path) from exc
+        return pipeline, meta
+
+    @classmethod
+    def _restore(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                 device: str | None) -> tuple[DecoderPipeline, dict[str, Any]]:
+        for key in ("preprocess", "model_config", "model_meta"):
+            if not isinstance(meta[key], dict):
+                raise TypeError(f"metadata {key!r} is a {type(meta[key]).__name__}; expected "
+                                "an object")
+        for key in ("data", "targets", "train"):
+            if meta.get(key) is not None and not isinstance(meta[key], dict):
+                raise TypeError(f"metadata {key!r} is a {type(meta[key]).__name__}; expected "
+                                "an object")
         pre = Preprocessor.from_state(
             {k[len(PRE_PREFIX):]: v for k, v in arrays.items() if k.startswith(PRE_PREFIX)},
             meta["preprocess"])
         if "input_shape" not in meta:  # written before shaped inputs: flat features
             meta = {**meta, "input_shape": [int(meta["n_features"])]}
-        if device is not None and "device" in meta.get("model_config", {}):
+        if device is not None and "device" in meta["model_config"]:
             meta = {**meta, "model_config": {**meta["model_config"], "device": device}}
-        try:
-            decoder = registry.decoders.from_entries(arrays, meta)
-        except KeyError as exc:
-            raise DataError(str(exc), path) from exc
-        return cls(pre, decoder), meta
+        decoder = registry.decoders.from_entries(arrays, meta)
+        if tuple(decoder.input_shape) != tuple(pre.output_shape_):
+            raise ValueError(f"the preprocessor gives samples of shape "
+                             f"{list(pre.output_shape_)} but the decoder takes "
+                             f"{list(decoder.input_shape)}")
+        if "n_inputs" in meta and int(meta["n_inputs"]) != pre.n_features_in_:
+            raise ValueError(f"metadata n_inputs={meta['n_inputs']} but the preprocessor "
+                             f"takes {pre.n_features_in_} values per sample")
+        mean = meta.get("target_mean")
+        if mean is not None and np.shape(mean) != (decoder.n_outputs,):
+            raise ValueError(f"metadata target_mean has shape {np.shape(mean)}; expected "
+                             f"({decoder.n_outputs},), one value per output")
+        pipeline = cls(pre, decoder)
+        _probe(pipeline)
+        return pipeline, meta
+
+
+def _probe(pipeline: DecoderPipeline) -> None:
+    """Predict one all-zero sample: a decoder whose weights hold NaN or infinite values
+    (or do not fit together) is found here rather than in the scores."""
+    try:
+        with np.errstate(all="ignore"):  # overflowing weights are reported below
+            out = pipeline.predict(np.zeros((1, *pipeline.input_shape), dtype=np.float32))
+    except RuntimeError as exc:  # torch: weights that do not fit the network
+        raise ValueError(f"the decoder cannot predict with these weights ({exc})") from exc
+    if out.shape != (1, pipeline.n_outputs) or not np.isfinite(out).all():
+        raise ValueError("the decoder's weights hold NaN or infinite values: its prediction "
+                         "for an all-zero input is not finite")
 
 
 def fit_pipeline(

@@ -10,6 +10,7 @@ thousands of voxels, a few hundred components).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -176,7 +177,37 @@ class Preprocessor:
                                                            [self.n_features_in_]))
         self.n_components_ = int(meta["n_components"])
         self.n_samples_fit_ = int(meta["n_samples_fit"])
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        """Every restored array has the shape the recorded sizes give it (a ValueError
+        naming the array otherwise)."""
+        p, k = self.n_features_in_, self.n_components_
+        if math.prod(self.input_shape_) != p or p < 1:
+            raise ValueError(f"preprocessor input_shape {list(self.input_shape_)} does not "
+                             f"hold n_features_in={p} values")
+        expected: dict[str, tuple[np.ndarray | None, tuple[int, ...]]] = {
+            "mean": (self.mean_, (p,)), "scale": (self.scale_, (p,))}
+        if self.pca_components is not None or self.components_ is not None:
+            expected.update({
+                "components": (self.components_, (k, p)),
+                "explained_variance": (self.explained_variance_, (k,)),
+                "explained_variance_ratio": (self.explained_variance_ratio_, (k,))})
+        for name, (array, shape) in expected.items():
+            if array is None:
+                raise ValueError(f"preprocessor array {name!r} is missing; expected shape "
+                                 f"{shape}")
+            if array.shape != shape:
+                raise ValueError(f"preprocessor array {name!r} has shape {array.shape}; "
+                                 f"expected {shape}")
+        for name in ("mean", "scale", "components"):
+            array = expected[name][0] if name in expected else None
+            if array is not None and not np.isfinite(array).all():
+                raise ValueError(f"preprocessor array {name!r} holds NaN or infinite values")
+        if (self.scale_ <= 0).any():
+            raise ValueError("preprocessor array 'scale' holds values <= 0; expected "
+                             "positive standard deviations")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "mean_"):

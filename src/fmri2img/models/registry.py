@@ -66,6 +66,23 @@ class Registry(Generic[T]):
         except ValidationError as exc:
             raise ValueError(f"invalid options for {self.kind} {name!r}:\n{exc}") from exc
 
+    def check_options(self, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """``options`` (per model name), each validated against its model's options, for
+        config validators: a ValueError naming ``name.key``, the value and what is allowed,
+        so a mistyped option costs nothing."""
+        problems = []
+        for name, opts in options.items():
+            self.check_name(name)
+            cls = self.get(name)
+            try:
+                cls.Config(**opts)  # type: ignore[attr-defined]
+            except ValidationError as exc:
+                problems += [f"{name}.{'.'.join(map(str, e['loc']))}={e.get('input')!r}: "
+                             f"{e['msg']}" for e in exc.errors(include_url=False)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return options
+
     def build(self, name: str, input_shape: int | Sequence[int], n_outputs: int,
               config: dict[str, Any] | None = None) -> T:
         """A new, unfitted model; ``config`` is validated (unknown keys rejected)."""

@@ -13,6 +13,7 @@ import abc
 import copy
 import logging
 import math
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from fmri2img.devices import check_device_name, resolve_device
 from fmri2img.models.base import Decoder, DecoderConfig, FitReport, Shape
 from fmri2img.training.config import TrainerConfig
 from fmri2img.training.losses import LossFn, get_loss, symmetric_infonce
+from fmri2img.training.resume import RESUME_FREE
 from fmri2img.training.seeding import seed_everything
 from fmri2img.training.trainer import train
 
@@ -62,6 +64,10 @@ class TorchDecoderConfig(DecoderConfig):
         description="share of stimuli held out for early stopping when fit() gets no X_val")
     seed: int = 0
     device: str = "cpu"
+    checkpoint_dir: Path | None = Field(
+        None, description="resume state folder (last.pt, best.pt): a killed fit restarted "
+                          "with the same options and data continues where it stopped; does "
+                          "not change the result")
 
     _device = field_validator("device")(classmethod(lambda cls, v: check_device_name(v)))
 
@@ -133,8 +139,16 @@ class TorchDecoder(Decoder):
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
             weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
             grad_clip=cfg.grad_clip, early_stop_patience=cfg.early_stop_patience,
-            seed=cfg.seed, device=cfg.device, description=f"fit {self.name}",
+            seed=cfg.seed, device=cfg.device, checkpoint_dir=cfg.checkpoint_dir,
+            description=f"fit {self.name}",
         )
+
+    def _resume_identity(self) -> dict[str, Any]:
+        """What a resume state must have been written for besides the trainer's options:
+        options the trainer does not see (loss, dropout, architecture, ...) change the
+        result too, so a state left by other ones must not be continued."""
+        options = {k: v for k, v in self.config.resolved().items() if k not in RESUME_FREE}
+        return {"decoder": self.name, "options": options}
 
     # -- learning -------------------------------------------------------------------------
     def fit(
@@ -169,7 +183,7 @@ class TorchDecoder(Decoder):
         net = self._build_network()
         val = (_f32(X_val), _f32(Y_val)) if X_val is not None else None
         result = train(net, self._loss(net), (_f32(X_tr), _f32(Y_tr)), val,
-                       self._trainer_config(), extra_meta={"decoder": self.name})
+                       self._trainer_config(), extra_meta=self._resume_identity())
         net.eval()
         self.network_ = net
         self.history_ = result.history
@@ -178,6 +192,7 @@ class TorchDecoder(Decoder):
             "best_val_loss": result.best_val_loss,
             "stopped_early": result.stopped_early,
             "epochs_run": result.epochs_run,
+            "resumed_from": result.resumed_from,
             "seconds": result.seconds,
             "train_rows": int(X_tr.shape[0]),
             "val_rows": int(X_val.shape[0]) if X_val is not None else 0,

@@ -4,12 +4,14 @@ continues where it stopped, and gives the weights an uninterrupted run would hav
 The ``last`` checkpoint holds the weights, the optimiser moments, the torch random state
 (dropout) and the early-stopping bookkeeping; ``best`` holds the best weights so far. Both
 are tensors plus JSON (:mod:`fmri2img.io.checkpoint`). A state written with other training
-options, or for another architecture, is an error; one written for other data or starting
-weights (see :func:`data_key`) is not continued.
+options, for another architecture or with other ``extra`` metadata (the model's own
+options) is an error; one written for other data or starting weights (see
+:func:`data_key`) is not continued.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ _LAST_KIND = "fmri2img.trainer.last"
 _BEST_KIND = "fmri2img.trainer.best"
 # settings that may change between a killed run and its resumption without changing the
 # result; any other difference means the checkpoint belongs to another experiment
-_RESUME_FREE = {"checkpoint_dir", "save_every", "resume", "device", "description"}
+RESUME_FREE = frozenset({"checkpoint_dir", "save_every", "resume", "device", "description"})
 
 
 def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -88,7 +90,29 @@ def _restore_rng(arrays: dict[str, np.ndarray], device: torch.device) -> None:
 
 
 def _comparable(config: TrainerConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.resolved().items() if k not in _RESUME_FREE}
+    return {k: v for k, v in config.resolved().items() if k not in RESUME_FREE}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _differing(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Dotted names of the entries that differ (nested mappings compared entry by entry,
+    so that a message can name ``options.dropout`` rather than the whole block)."""
+    a, b = _flat(saved), _flat(now)
+    return sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...))
+
+
+def _start_over_hint(path: Path) -> str:
+    return (f"delete {path.parent} (or use another checkpoint_dir, or resume=False) to "
+            "start over")
 
 
 @dataclass
@@ -161,25 +185,33 @@ def data_key(model: nn.Module, train_b: Batches, val_b: Batches | None) -> str |
 
 
 def resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-            config: TrainerConfig, device: torch.device, data_key: str | None
-            ) -> LoopState | None:
+            config: TrainerConfig, device: torch.device, data_key: str | None,
+            extra: dict[str, Any] | None = None) -> LoopState | None:
     """The saved loop, loaded into ``model`` and ``opt``; None (nothing loaded) when the
-    state was written for other data. Other options or another architecture are errors."""
+    state was written for other data. Other options, another architecture or other
+    ``extra`` metadata (as given to :func:`save_last`) are errors."""
     arrays, meta = load_checkpoint(path)
     if meta.get("kind") != _LAST_KIND:
         raise DataError("not a trainer checkpoint (expected one written by train())", path)
-    saved = {k: v for k, v in meta["config"].items() if k not in _RESUME_FREE}
+    saved = {k: v for k, v in meta["config"].items() if k not in RESUME_FREE}
     now = _comparable(config)
     if saved != now:
-        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise DataError(
-            f"checkpoint was written with other training options ({', '.join(diff)} differ); "
-            "use another checkpoint_dir or resume=False to start over", path)
+            f"checkpoint was written with other training options "
+            f"({', '.join(_differing(saved, now))} differ); {_start_over_hint(path)}", path)
     saved_model = _prefixed(arrays, "model.")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if {k: tuple(np.shape(v)) for k, v in saved_model.items()} != shapes:
         raise DataError("checkpoint does not fit this model (other parameter names or "
-                        "shapes)", path)
+                        f"shapes); {_start_over_hint(path)}", path)
+    # compared as stored: the metadata went through JSON (tuples are lists there)
+    extra_now = json.loads(json.dumps(extra or {}, default=str))
+    extra_saved = meta.get("extra", {})
+    if extra_saved != extra_now:
+        raise DataError(
+            f"checkpoint was written for another model "
+            f"({', '.join(_differing(extra_saved, extra_now))} differ); "
+            f"{_start_over_hint(path)}", path)
     if meta.get("data_key") != data_key:  # states written before keys existed included
         return None
     try:

@@ -125,7 +125,8 @@ def train(
     best-epoch choice need ``val_data``; without it the final weights are kept.
     ``callback(record, model)`` runs after every epoch (after the `last` checkpoint is
     written) and may return True to stop. ``extra_meta`` (JSON-able, e.g. the model's
-    config) is stored in checkpoints.
+    config) is stored in checkpoints; a resume state written with other ``extra_meta`` is
+    refused, so it should hold what changes the result and nothing that varies by run.
     """
     config = config if config is not None else TrainerConfig()
     extra = dict(extra_meta or {})
@@ -147,14 +148,18 @@ def train(
     loop = LoopState()
     key = data_key(model, train_b, val_b)
     if ckpt_dir is not None and config.resume and (ckpt_dir / LAST).exists():
-        resumed = resume(ckpt_dir / LAST, model, opt, config, device, key)
+        resumed = resume(ckpt_dir / LAST, model, opt, config, device, key, extra)
         if resumed is None:
             logger.warning("%s: %s was written for other data or starting weights; "
                            "starting over", config.description, ckpt_dir / LAST)
+        elif resumed.finished:
+            loop = resumed
+            logger.info("%s: %s holds the finished run (%d epochs); not training again",
+                        config.description, ckpt_dir / LAST, loop.epoch)
         else:
             loop = resumed
-            logger.info("%s: resuming from %s after epoch %d", config.description,
-                        ckpt_dir / LAST, loop.epoch)
+            logger.info("%s: resuming after epoch %d of %d (%s)", config.description,
+                        loop.epoch, config.epochs, ckpt_dir / LAST)
     loop.data_key = key
     resumed_from = loop.epoch
     best_unsaved = False  # an improvement not yet written with the resume state

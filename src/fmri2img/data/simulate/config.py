@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fmri2img.data.nsd_layout import SUBJECTS, TRIALS_PER_SESSION
 from fmri2img.data.simulate.eeg_config import EEG_PRESETS, EEGSimConfig
@@ -211,13 +211,17 @@ class SimulationConfig(BaseModel):
     imagery_rt_ms_median: float = 1500.0
 
     # ------------------------------------------------------------------ validation
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("subjects must not be empty")
+        if any(s not in SUBJECTS for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"subjects must be distinct values of 1..8, got {list(v)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> SimulationConfig:
-        if not self.subjects:
-            raise ValueError("subjects must not be empty")
-        bad = [s for s in self.subjects if s not in SUBJECTS]
-        if bad or len(set(self.subjects)) != len(self.subjects):
-            raise ValueError(f"subjects must be distinct values of 1..8, got {self.subjects}")
         if not self.formats or len(set(self.formats)) != len(self.formats):
             raise ValueError(f"formats must be distinct values of hdf5, nifti: {self.formats}")
         if self.n_sessions is not None and self.n_sessions > self.n_design_sessions:

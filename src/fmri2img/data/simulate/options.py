@@ -22,7 +22,8 @@ class SimulateOptions(StrictModel):
     seed: int = Field(0, ge=0)
     null: bool = Field(False, description="imagery statistically identical to perception "
                                           "(false-positive checks)")
-    subjects: list[int] | None = Field(None, description="subset of 1 2 5 7")
+    subjects: list[int] | None = Field(None, description="NSD subjects, distinct values of 1..8 "
+                                                        "(default: 1 2 5 7)")
     sessions: int | None = Field(None, ge=1,
                                  description="sessions per subject (default: the scale's)")
     formats: list[Format] | None = Field(None, description="beta file formats")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from fmri2img.data.splits import Fold, make_fold, usable_rows
@@ -38,7 +36,7 @@ from fmri2img.experiments.fold_training import FoldTrainingOptions
 from fmri2img.experiments.recorded import targets_for
 from fmri2img.io.atomic import atomic_path, write_json, write_text
 from fmri2img.io.checksum import file_checksum
-from fmri2img.io.reuse import run_once
+from fmri2img.io.reuse import forget_state_of_other_options, run_once
 from fmri2img.models import registry
 from fmri2img.models.adapters import (
     AdapterConfig,
@@ -178,7 +176,8 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     summaries = []
     for k in range(cfg.n_folds):
         fold_cfg = cfg.model_copy(update={"fold": k, "output_dir": out / "folds" / f"fold{k}"})
-        _forget_other_options(fold_cfg)
+        fold_out = Path(fold_cfg.output_dir)
+        forget_state_of_other_options(fold_out, fold_cfg, fold_out / "checkpoints" / "trainer")
         summaries.append(run_once(fold_cfg, "train_summary.json", _train_fold))
     for name, key in ((BEST, "adapter_best"), (LAST, "adapter_last")):
         folds = [load_adapter(Path(s[key])) for s in summaries]
@@ -209,16 +208,6 @@ def train_adapter(cfg: AdapterTrainConfig) -> dict[str, Any]:
     log.info("%s adapter: %d folds of %s in %.1f s -> %s", cfg.adapter, cfg.n_folds,
              summary["protocol"], summary["total_seconds"], out / BEST)
     return summary
-
-
-def _forget_other_options(cfg: AdapterTrainConfig) -> None:
-    """A fold finished with other options is trained again from the start (its resume
-    state belongs to the other options); an unfinished one is left to the trainer."""
-    out = Path(cfg.output_dir)
-    saved = out / "config_resolved.yaml"
-    if saved.exists() and yaml.safe_load(saved.read_text()) != cfg.resolved():
-        log.info("%s was trained with other options; training it again", out)
-        shutil.rmtree(out / "checkpoints" / "trainer", ignore_errors=True)
 
 
 def _train_fold(cfg: AdapterTrainConfig) -> dict[str, Any]:

@@ -10,14 +10,12 @@ is never read here. With ``imagery_index``, imagery trials of one protocol fold 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fmri2img.config import StrictModel
@@ -25,6 +23,7 @@ from fmri2img.data.splits import Protocol, make_fold
 from fmri2img.data.trials import IndexData, Targets
 from fmri2img.errors import DataError
 from fmri2img.io.atomic import write_json, write_text
+from fmri2img.io.reuse import forget_state_of_other_options
 from fmri2img.models import registry
 from fmri2img.models.pipeline import fit_pipeline
 from fmri2img.report.figures import loss_curve
@@ -147,26 +146,14 @@ def link_best(output_dir: Path) -> None:
         log.info("best.pt not linked (%s); use %s", exc, checkpoint_path(output_dir))
 
 
-def _forget_other_options(cfg: TrainConfig) -> None:
-    """A finished run with other options is trained again from the start (its resume
-    state belongs to those options: rerunning a study with new model options must not
-    stop on it); an unfinished state is left to the trainer, which refuses it by name."""
-    out = Path(cfg.output_dir)
-    saved = out / "config_resolved.yaml"
-    state = out / "checkpoints" / "train_state"
-    # where the folder lies is no option of the run (a moved folder still resumes)
-    now = {k: v for k, v in cfg.resolved().items() if k != "output_dir"}
-    if state.exists() and saved.exists() and {
-            k: v for k, v in yaml.safe_load(saved.read_text()).items() if k != "output_dir"
-    } != now:
-        log.info("%s was trained with other options; training it again", out)
-        shutil.rmtree(state)
-
-
 def train_decoder(cfg: TrainConfig) -> dict[str, Any]:
     """Fit, save ``checkpoints/decoder.pt`` and a summary; returns the summary."""
     t0 = time.perf_counter()
-    _forget_other_options(cfg)
+    # a finished run with other options trains again (a study rerun with new model
+    # options); where the folder lies is no option of the run (a moved folder resumes)
+    out = Path(cfg.output_dir)
+    forget_state_of_other_options(out, cfg, out / "checkpoints" / "train_state",
+                                  ignore=("output_dir",))
     data = IndexData.open(cfg.index)
     targets = Targets.open(cfg.targets)
     decoder_cls = registry.decoders.get(cfg.model_type)

@@ -10,6 +10,8 @@ leave stale results behind.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +22,7 @@ from fmri2img.io.atomic import write_json
 from fmri2img.io.checksum import fingerprint, fingerprint_matches
 
 INPUTS = "inputs.json"
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -82,3 +85,20 @@ def run_once(cfg: Any, marker: str, fn: Callable[[Any], T],
     result = fn(cfg)
     mark_done(out, cfg)
     return result
+
+
+def forget_state_of_other_options(out: Path, cfg: Any, state: Path,
+                                  ignore: tuple[str, ...] = ()) -> None:
+    """Delete the resume state folder ``state`` of a step finished in ``out`` with options
+    other than ``cfg``'s (its saved ``config_resolved.yaml`` differs outside ``ignore``), so
+    that the step trains again from the start. An unfinished state (no saved config) is
+    left alone: the trainer refuses one written with other options, naming them, rather
+    than discard what may be hours of work."""
+    saved = Path(out) / "config_resolved.yaml"
+    if not (state.exists() and saved.exists()):
+        return
+    old = {k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items()
+           if k not in ignore}
+    if old != {k: v for k, v in cfg.resolved().items() if k not in ignore}:
+        log.info("%s was trained with other options; training it again", out)
+        shutil.rmtree(state)
